@@ -1,0 +1,1 @@
+"""Scripted experts and demonstration files (installed as `vinn_policy.demos`)."""

@@ -1,0 +1,1 @@
+"""Gymnasium environments for door opening, pushing and stacking (installed as `vinn_policy.envs`)."""

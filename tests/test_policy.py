@@ -1,0 +1,142 @@
+"""VINNPolicy: fit, act on images and dict observations, save/load, bad input and corrupted artefacts."""
+
+import json
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+from vinn_policy import ArtefactError, VINNPolicy
+from vinn_policy.artefact import META_FILE, WEIGHTS_FILE
+
+
+@pytest.fixture
+def policy(episodes, tiny_encoder):
+    frames, actions, eps = episodes
+    return VINNPolicy.fit(frames, actions, eps, encoder=tiny_encoder, k=3, gripper_index=3)
+
+
+def test_act_on_a_training_frame_returns_its_episode_action(policy, episodes):
+    frames, actions, _ = episodes
+    policy.reset()
+    a = policy.act(frames[7])
+    assert a.shape == (4,) and a.dtype == np.float32
+    nb = policy.last_neighbours
+    assert nb.indices[0, 0] == 7 and nb.distances[0, 0] < 1e-2
+    assert a[3] in (-1.0, 1.0)
+
+
+def test_dict_observation_and_batch(policy, episodes):
+    frames = episodes[0]
+    single = policy.act({"image": frames[3], "robot0_eef_pos": np.zeros(3)})
+    batch = policy.act_batch({"image": frames[:5]})
+    assert batch.shape == (5, 4) and batch.dtype == np.float32
+    np.testing.assert_allclose(batch[3], single, atol=1e-4)  # batched conv sums round differently
+    with pytest.raises(ValueError, match="no image key 'image'.*Set image_key"):
+        policy.act({"agentview_image": frames[0]})
+    with pytest.raises(ValueError, match="act_batch"):
+        policy.act(frames[:2])
+
+
+def test_save_load_gives_identical_actions(tmp_path, policy, episodes):
+    frames = episodes[0]
+    policy.save(tmp_path / "vinn")
+    loaded = VINNPolicy.load(tmp_path / "vinn")
+    np.testing.assert_array_equal(loaded.act_batch(frames), policy.act_batch(frames))
+    assert loaded.config == policy.config and loaded.encoder.config == policy.encoder.config
+    meta = json.loads((tmp_path / "vinn" / META_FILE).read_text())
+    for key in ("encoder", "policy", "action_dim", "format_version"):
+        assert key in meta
+    assert meta["encoder"]["image_size"] == 32 and meta["policy"]["k"] == 3
+
+
+def test_corrupted_truncated_and_foreign_artefacts_are_refused(tmp_path, policy):
+    path = policy.save(tmp_path / "vinn")
+    weights, meta_file = path / WEIGHTS_FILE, path / META_FILE
+    original = weights.read_bytes()
+
+    weights.write_bytes(original[: len(original) // 2])
+    with pytest.raises(ArtefactError, match="truncated or corrupted"):
+        VINNPolicy.load(path)
+    weights.write_bytes(original[:-8] + b"\x00" * 8)
+    with pytest.raises(ArtefactError, match="truncated or corrupted"):
+        VINNPolicy.load(path)
+    weights.write_bytes(original)
+
+    meta = json.loads(meta_file.read_text())
+    meta_file.write_text(json.dumps({**meta, "format_version": 99}))
+    with pytest.raises(ArtefactError, match="format version 99.*reads format version 1"):
+        VINNPolicy.load(path)
+    meta_file.write_text("{not json")
+    with pytest.raises(ArtefactError, match="not valid JSON"):
+        VINNPolicy.load(path)
+    meta_file.unlink()
+    with pytest.raises(ArtefactError, match="config.json is missing"):
+        VINNPolicy.load(path)
+    with pytest.raises(ArtefactError, match="not a saved"):
+        VINNPolicy.load(tmp_path / "nothing")
+
+
+def test_interrupted_save_keeps_the_previous_artefact(tmp_path, policy, episodes, monkeypatch):
+    frames = episodes[0]
+    path = policy.save(tmp_path / "vinn")
+    before = policy.act_batch(frames)
+
+    import vinn_policy.artefact as artefact
+
+    def crash(*args, **kwargs):
+        raise KeyboardInterrupt("power cut mid-write")
+
+    monkeypatch.setattr(artefact, "save_file", crash)
+    with pytest.raises(KeyboardInterrupt):
+        policy.save(path)
+    monkeypatch.undo()
+    np.testing.assert_array_equal(VINNPolicy.load(path).act_batch(frames), before)
+    assert [p.name for p in tmp_path.iterdir()] == ["vinn"]  # no staging debris
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [({"k": 0}, "k must be an integer >= 1"), ({"temperature": -1.0}, "temperature"), ({"temperature": float("nan")}, "temperature")],
+)
+def test_bad_policy_settings(episodes, tiny_encoder, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        VINNPolicy.fit(*episodes, encoder=tiny_encoder, **kwargs)
+
+
+def test_bad_training_data(episodes, tiny_encoder):
+    frames, actions, eps = episodes
+    with pytest.raises(ValueError, match="one action per frame"):
+        VINNPolicy.fit(frames, actions[:-1], eps, encoder=tiny_encoder)
+    bad = actions.copy()
+    bad[2, 1] = np.nan
+    with pytest.raises(ValueError, match="NaN or inf"):
+        VINNPolicy.fit(frames, bad, eps, encoder=tiny_encoder)
+    with pytest.raises(ValueError, match="non-empty"):
+        VINNPolicy.fit(frames[:0], actions[:0], eps[:0], encoder=tiny_encoder)
+
+
+observations = st.one_of(
+    hnp.arrays(dtype=np.uint8, shape=st.tuples(st.integers(1, 64), st.integers(1, 64), st.just(3))),  # valid, any size
+    hnp.arrays(
+        dtype=st.sampled_from([np.uint8, np.float32, np.float64, np.int64, np.bool_]),
+        shape=hnp.array_shapes(min_dims=0, max_dims=5, min_side=0, max_side=40),
+    ),
+    hnp.arrays(dtype=np.float32, shape=(20, 20, 3), elements=st.sampled_from([np.nan, np.inf, 0.5])),
+    st.none(),
+    st.integers(),
+    st.text(max_size=3),
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(obs=observations)
+def test_act_fuzz_gives_clear_error_or_finite_action(policy, obs):
+    try:
+        a = policy.act(obs)
+    except ValueError as e:
+        assert "Expected" in str(e) or "expected" in str(e) or "act_batch" in str(e)
+        return
+    assert a.shape == (4,) and a.dtype == np.float32 and np.isfinite(a).all()

@@ -1,0 +1,219 @@
+"""The image encoder: a torchvision ResNet trunk (classifier removed) and the one preprocessing path.
+
+Preprocessing is split in two so that BYOL can augment in between, while the database and queries use
+exactly the same steps without augmentation:
+
+    uint8 (B, H, W, 3) --to_unit_tensor--> float (B, 3, S, S) in [0, 1] --normalize--> model input
+
+`preprocess` is the composition and is what embedding uses; BYOL calls the two halves around its
+augmentations (colour jitter must see [0, 1] images, not normalised ones).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import torchvision
+from numpy.typing import NDArray
+from torch import nn
+
+from vinn_policy.artefact import ArtefactError, load_artefact, save_artefact
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+# name -> (torchvision constructor, feature dimension, file name of the official ImageNet weights)
+ARCHITECTURES: dict[str, tuple[Callable[..., nn.Module], int, str]] = {
+    "resnet18": (torchvision.models.resnet18, 512, "resnet18-f37072fd.pth"),
+    "resnet34": (torchvision.models.resnet34, 512, "resnet34-b627a593.pth"),
+    "resnet50": (torchvision.models.resnet50, 2048, "resnet50-0676ba61.pth"),
+}
+
+
+@dataclass
+class EncoderConfig:
+    """What defines an encoder's input and architecture (saved with every artefact that embeds images)."""
+
+    arch: str = "resnet18"
+    """torchvision ResNet: resnet18 (512-d, CPU default), resnet34 (512-d) or resnet50 (2048-d, paper)."""
+    image_size: int = 84
+    """Images are resized to image_size x image_size before the trunk (paper: 224)."""
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+
+    def __post_init__(self) -> None:
+        if self.arch not in ARCHITECTURES:
+            raise ValueError(f"Unknown encoder arch {self.arch!r}; available: {sorted(ARCHITECTURES)}")
+        if not isinstance(self.image_size, int) or self.image_size < 32:
+            raise ValueError(f"image_size must be an int >= 32 (ResNet downsamples 32x); got {self.image_size!r}")
+        self.mean, self.std = tuple(float(m) for m in self.mean), tuple(float(s) for s in self.std)
+        if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
+            raise ValueError(f"mean and std need 3 values each, std > 0; got mean={self.mean}, std={self.std}")
+
+    @classmethod
+    def paper(cls) -> EncoderConfig:
+        """The paper's encoder: ResNet-50 at 224 px."""
+        return cls(arch="resnet50", image_size=224)
+
+    @property
+    def feature_dim(self) -> int:
+        return ARCHITECTURES[self.arch][1]
+
+
+def check_images(images: object) -> NDArray[np.uint8]:
+    """Validate RGB images and return them as a (B, H, W, 3) uint8 array (a single image gets B = 1).
+
+    Raises:
+        ValueError: not an array, not uint8, not HxWx3 / BxHxWx3, or empty.
+    """
+    if isinstance(images, torch.Tensor):
+        images = images.detach().cpu().numpy()
+    if not isinstance(images, np.ndarray):
+        raise ValueError(f"Expected images as a numpy uint8 array of shape (H, W, 3) or (B, H, W, 3); got {type(images).__name__}.")
+    if images.dtype != np.uint8:
+        hint = " (convert floats in [0, 1] with (img * 255).round().astype(np.uint8))" if images.dtype.kind == "f" else ""
+        raise ValueError(f"Expected uint8 images; got dtype {images.dtype}{hint}.")
+    if images.ndim == 3:
+        images = images[None]
+    if images.ndim != 4 or images.shape[-1] != 3:
+        raise ValueError(
+            f"Expected RGB images of shape (H, W, 3) or (B, H, W, 3) (channels last, 3 channels); got shape {images.shape}."
+        )
+    if 0 in images.shape:
+        raise ValueError(f"Expected non-empty images; got shape {images.shape}.")
+    return images
+
+
+def to_unit_tensor(images: NDArray[np.uint8], image_size: int) -> torch.Tensor:
+    """uint8 (B, H, W, 3) -> float32 (B, 3, S, S) in [0, 1], resized (antialiased bilinear) if needed."""
+    x = torch.from_numpy(np.ascontiguousarray(check_images(images))).permute(0, 3, 1, 2).float().div_(255.0)
+    if x.shape[-2:] != (image_size, image_size):
+        x = F.interpolate(x, size=(image_size, image_size), mode="bilinear", antialias=True, align_corners=False)
+        x = x.clamp_(0.0, 1.0)
+    return x  # (B, 3, S, S)
+
+
+def normalize(x: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
+    """(B, 3, S, S) in [0, 1] -> (B, 3, S, S) standardised per channel."""
+    m = torch.tensor(mean, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    s = torch.tensor(std, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    return (x - m) / s
+
+
+def preprocess(images: NDArray[np.uint8], config: EncoderConfig) -> torch.Tensor:
+    """The preprocessing shared by BYOL (around its augmentations), the database and queries."""
+    return normalize(to_unit_tensor(images, config.image_size), config.mean, config.std)
+
+
+def build_trunk(arch: str) -> nn.Module:
+    """A randomly initialised torchvision ResNet with its classifier replaced by the identity."""
+    constructor = ARCHITECTURES[arch][0]
+    trunk = constructor(weights=None)
+    trunk.fc = nn.Identity()
+    return trunk
+
+
+def load_imagenet_weights(trunk: nn.Module, arch: str, weights_file: str | Path) -> None:
+    """Load official torchvision ImageNet weights from a local file (never downloads).
+
+    Accepts the `.pth` file torchvision publishes (read with `weights_only=True`, so no code runs) or a
+    `.safetensors` export of it. The classifier weights are dropped.
+    """
+    path = Path(weights_file)
+    official = ARCHITECTURES[arch][2]
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"ImageNet weights file {path} not found. vinn-policy never downloads weights. On a machine with "
+            f"internet access run: python -c \"import torchvision; torchvision.models.{arch}(weights='IMAGENET1K_V1')\" "
+            f"and copy ~/.cache/torch/hub/checkpoints/{official} here, then pass its path."
+        )
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        state = load_file(str(path))
+    else:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    state = {k: v for k, v in state.items() if not k.startswith("fc.")}
+    try:
+        trunk.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        raise ValueError(f"{path} does not hold {arch} ImageNet weights ({str(e)[:200]}); expected torchvision's {official}.") from e
+
+
+@dataclass
+class Encoder:
+    """A ResNet trunk with its config: images in, (N, D) float32 embeddings out."""
+
+    config: EncoderConfig = field(default_factory=EncoderConfig)
+    trunk: nn.Module | None = None
+    origin: str = "random-init"
+    """How the weights came to be: random-init, imagenet, byol (recorded in saved artefacts)."""
+
+    def __post_init__(self) -> None:
+        if self.trunk is None:
+            self.trunk = build_trunk(self.config.arch)
+
+    @classmethod
+    def imagenet(cls, weights_file: str | Path, config: EncoderConfig | None = None) -> Encoder:
+        """An encoder initialised from a local torchvision ImageNet weights file."""
+        config = config or EncoderConfig()
+        trunk = build_trunk(config.arch)
+        load_imagenet_weights(trunk, config.arch, weights_file)
+        return cls(config=config, trunk=trunk, origin="imagenet")
+
+    @property
+    def feature_dim(self) -> int:
+        return self.config.feature_dim
+
+    @torch.inference_mode()
+    def embed(self, images: NDArray[np.uint8], batch_size: int = 256) -> NDArray[np.float32]:
+        """Embed uint8 (B, H, W, 3) or (H, W, 3) images -> float32 (B, D), in eval mode, batched.
+
+        Eval mode matters: BatchNorm in train mode would use the statistics of each (possibly single-image)
+        batch, which made the original code's embeddings depend on batch composition.
+        """
+        images = check_images(images)
+        was_training = self.trunk.training
+        self.trunk.eval()
+        try:
+            out = [
+                self.trunk(preprocess(images[i : i + batch_size], self.config)).numpy()
+                for i in range(0, len(images), batch_size)
+            ]
+        finally:
+            self.trunk.train(was_training)
+        return np.concatenate(out).astype(np.float32, copy=False)  # (B, D)
+
+    def state_tensors(self, prefix: str = "encoder.") -> dict[str, torch.Tensor]:
+        return {prefix + k: v for k, v in self.trunk.state_dict().items()}
+
+    def meta(self) -> dict:
+        return {"encoder": asdict(self.config), "encoder_origin": self.origin}
+
+    @classmethod
+    def from_saved(cls, tensors: dict[str, torch.Tensor], meta: dict, path: str | Path, prefix: str = "encoder.") -> Encoder:
+        """Rebuild an encoder from an artefact's tensors and metadata (see `save_artefact`)."""
+        try:
+            config = EncoderConfig(**meta["encoder"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise ArtefactError(f"{path}: invalid encoder metadata ({e}).") from e
+        trunk = build_trunk(config.arch)
+        state = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+        try:
+            trunk.load_state_dict(state, strict=True)
+        except RuntimeError as e:
+            raise ArtefactError(f"{path}: encoder weights do not fit a {config.arch}: {str(e)[:300]}") from e
+        return cls(config=config, trunk=trunk, origin=meta.get("encoder_origin", "unknown"))
+
+    def save(self, path: str | Path) -> Path:
+        return save_artefact(path, "encoder", self.state_tensors(), self.meta())
+
+    @classmethod
+    def load(cls, path: str | Path) -> Encoder:
+        tensors, meta = load_artefact(path, "encoder")
+        return cls.from_saved(tensors, meta, path)

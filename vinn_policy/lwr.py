@@ -1,0 +1,69 @@
+"""Locally weighted regression: k nearest neighbours by L2 distance and the softmin-weighted mean.
+
+Pure functions on torch tensors; B = queries, N = database frames, D = embedding size, A = action size.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def squared_norms(keys: torch.Tensor) -> torch.Tensor:
+    """(N, D) -> (N,) squared L2 norms; precompute once per database and pass to `knn`."""
+    return (keys.float() * keys.float()).sum(dim=1)
+
+
+def knn(
+    query: torch.Tensor, keys: torch.Tensor, k: int, keys_sq: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Exact k nearest neighbours by L2 distance.
+
+    Args:
+        query: (B, D) query embeddings.
+        keys: (N, D) database embeddings (float32 or float16; distances are computed in float32).
+        k: neighbours per query. If k > N all N are returned (k is clamped to N, silently: asking for more
+            neighbours than exist is legitimate for small databases).
+        keys_sq: optional (N,) precomputed `squared_norms(keys)`.
+
+    Returns:
+        distances (B, min(k, N)) ascending, and indices (B, min(k, N)) into keys.
+    """
+    if k < 1:
+        raise ValueError(f"k must be >= 1; got {k}.")
+    if query.ndim != 2 or keys.ndim != 2 or query.shape[1] != keys.shape[1]:
+        raise ValueError(f"Expected query (B, D) and keys (N, D) with the same D; got {tuple(query.shape)} and {tuple(keys.shape)}.")
+    if keys.shape[0] == 0:
+        raise ValueError("Cannot search an empty database (N = 0).")
+    q = query.float()
+    keys_sq = squared_norms(keys) if keys_sq is None else keys_sq
+    # ||q - x||^2 = ||q||^2 - 2 q.x + ||x||^2, one matmul: memory-bound on keys, no (B, N, D) temporary.
+    sq = (q * q).sum(1, keepdim=True) - 2.0 * (q @ keys.float().T) + keys_sq[None, :]  # (B, N)
+    k = min(k, keys.shape[0])
+    neg_sq, idx = torch.topk(-sq, k, dim=1, largest=True, sorted=True)  # (B, k)
+    return (-neg_sq).clamp_min_(0.0).sqrt_(), idx
+
+
+def softmin_weights(distances: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """(B, k) distances -> (B, k) weights exp(-d/T) / sum exp(-d/T), rows summing to 1.
+
+    Stable for any distance scale: the row minimum is subtracted before exponentiating.
+    """
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0; got {temperature}.")
+    z = -(distances - distances.min(dim=-1, keepdim=True).values) / temperature  # (B, k), max 0
+    return torch.softmax(z, dim=-1)
+
+
+def softmin_blend(distances: torch.Tensor, actions: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """The locally weighted mean of neighbour actions.
+
+    Args:
+        distances: (B, k) or (k,) neighbour distances.
+        actions: (B, k, A) or (k, A) neighbour actions.
+        temperature: T in exp(-d/T); T -> 0 gives the nearest neighbour's action, T -> inf the plain mean.
+
+    Returns:
+        (B, A) or (A,) blended actions.
+    """
+    w = softmin_weights(distances, temperature)  # (B, k)
+    return (w.unsqueeze(-1) * actions).sum(dim=-2)  # (B, A)

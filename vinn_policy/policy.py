@@ -1,0 +1,137 @@
+"""VINNPolicy: encoder + embedding database + locally weighted regression, behind reset() / act(obs).
+
+    policy = VINNPolicy.fit(frames, actions, episode_ids, encoder=encoder, k=5)
+    policy.reset()
+    action = policy.act(obs)          # obs: (H, W, 3) uint8 image or a Gymnasium dict observation
+    policy.save("runs/door/vinn");  VINNPolicy.load("runs/door/vinn")
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+from numpy.typing import NDArray
+
+from vinn_policy.artefact import ArtefactError, load_artefact, require_keys, save_artefact
+from vinn_policy.database import EmbeddingDatabase, Neighbours
+from vinn_policy.encoder import Encoder, check_images
+
+
+@dataclass
+class VINNConfig:
+    """How a VINN policy turns neighbours into an action."""
+
+    k: int = 5
+    """Neighbours blended per query (the paper's robot used 5; offline it found ~10 best)."""
+    temperature: float = 1.0
+    """T in the softmin weights exp(-d/T); the paper uses 1 on raw ResNet features."""
+    image_key: str = "image"
+    """Key of the camera image when act() receives a Gymnasium dict observation."""
+    gripper_index: int | None = None
+    """Action dimension decided by a weighted vote as a binary gripper; None blends every dimension."""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.k, int) or isinstance(self.k, bool) or self.k < 1:
+            raise ValueError(f"k must be an integer >= 1; got {self.k!r}.")
+        if not (isinstance(self.temperature, (int, float)) and np.isfinite(self.temperature) and self.temperature > 0):
+            raise ValueError(f"temperature must be a finite number > 0; got {self.temperature!r}.")
+        if not isinstance(self.image_key, str) or not self.image_key:
+            raise ValueError(f"image_key must be a non-empty string; got {self.image_key!r}.")
+
+
+def extract_images(obs: object, image_key: str) -> NDArray[np.uint8]:
+    """The image(s) in an observation: an array, or a dict holding one under `image_key`."""
+    if isinstance(obs, dict):
+        if image_key not in obs:
+            raise ValueError(f"Observation dict has no image key {image_key!r}; keys: {sorted(obs)}. Set image_key.")
+        obs = obs[image_key]
+    return check_images(obs)
+
+
+class VINNPolicy:
+    """Visual imitation by nearest neighbours (Pari et al., 2022)."""
+
+    def __init__(self, encoder: Encoder, database: EmbeddingDatabase, config: VINNConfig | None = None) -> None:
+        self.encoder = encoder
+        self.database = database
+        self.config = config or VINNConfig(gripper_index=database.gripper_index)
+        if database.embedding_dim != encoder.feature_dim:
+            raise ValueError(f"Database embeddings are {database.embedding_dim}-d but the encoder gives {encoder.feature_dim}-d.")
+        if database.gripper_index != self.config.gripper_index:
+            raise ValueError("config.gripper_index must match the database's gripper_index.")
+        self.last_neighbours: Neighbours | None = None
+
+    @classmethod
+    def fit(
+        cls,
+        frames: NDArray[np.uint8],
+        actions: NDArray[np.floating],
+        episode_ids: NDArray[np.integer],
+        encoder: Encoder,
+        k: int = 5,
+        temperature: float = 1.0,
+        gripper_index: int | None = None,
+        image_key: str = "image",
+        frame_indices: NDArray[np.integer] | None = None,
+        batch_size: int = 256,
+    ) -> VINNPolicy:
+        """Embed every demonstration frame once and build the policy (no training happens here).
+
+        Args:
+            frames: (N, H, W, 3) uint8 demonstration images.
+            actions: (N, A) the action taken at each frame.
+            episode_ids: (N,) demonstration each frame belongs to.
+            encoder: the image encoder (e.g. from `train_byol`).
+        """
+        config = VINNConfig(k=k, temperature=temperature, image_key=image_key, gripper_index=gripper_index)
+        frames = check_images(frames)
+        if len(frames) != len(actions):
+            raise ValueError(f"Got {len(frames)} frames but {len(actions)} actions; expected one action per frame.")
+        embeddings = encoder.embed(frames, batch_size=batch_size)
+        database = EmbeddingDatabase(embeddings, actions, episode_ids, frame_indices, gripper_index=gripper_index)
+        return cls(encoder, database, config)
+
+    def reset(self) -> None:
+        """Start an episode. VINN is memoryless; this only clears the last neighbour set."""
+        self.last_neighbours = None
+
+    def act(self, obs: object) -> NDArray[np.float32]:
+        """One observation ((H, W, 3) uint8 image or dict) -> float32 action of shape (A,)."""
+        images = extract_images(obs, self.config.image_key)
+        if len(images) != 1:
+            raise ValueError(f"act() takes one observation; got a batch of {len(images)} (use act_batch).")
+        return self.act_batch(images)[0]
+
+    def act_batch(self, obs_batch: object) -> NDArray[np.float32]:
+        """A batch of observations ((B, H, W, 3) uint8 or a dict of batched arrays) -> float32 (B, A)."""
+        images = extract_images(obs_batch, self.config.image_key)
+        result = self.database.query(self.encoder.embed(images), self.config.k, self.config.temperature)
+        self.last_neighbours = result
+        return result.actions
+
+    def save(self, path: str | Path) -> Path:
+        """Save as one directory: model.safetensors (encoder + database) and config.json, atomically."""
+        meta = {
+            **self.encoder.meta(),
+            "policy": asdict(self.config),
+            "action_dim": self.database.action_dim,
+            "database_size": len(self.database),
+        }
+        return save_artefact(path, "vinn_policy", {**self.encoder.state_tensors(), **self.database.tensors()}, meta)
+
+    @classmethod
+    def load(cls, path: str | Path) -> VINNPolicy:
+        """Load a saved policy; raises ArtefactError for a missing, foreign, old or corrupted artefact."""
+        tensors, meta = load_artefact(path, "vinn_policy")
+        require_keys(tensors, ["db.embeddings", "db.actions", "db.episode_ids", "db.frame_indices"], path)
+        try:
+            config = VINNConfig(**meta["policy"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise ArtefactError(f"{path}: invalid policy metadata ({e}).") from e
+        encoder = Encoder.from_saved(tensors, meta, path)
+        database = EmbeddingDatabase.from_tensors(tensors, config.gripper_index)
+        if database.action_dim != meta.get("action_dim") or len(database) != meta.get("database_size"):
+            raise ArtefactError(f"{path}: database shape disagrees with config.json.")
+        return cls(encoder, database, config)
