@@ -1,0 +1,60 @@
+"""Benchmark output: JSON for machines, a markdown table for people, both written atomically."""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from vinn_policy.artefact import atomic_write_text
+
+
+def environment() -> dict[str, str | int]:
+    """Versions and machine facts recorded with every result."""
+    import torch
+
+    import vinn_policy
+
+    return {
+        "vinn_policy": vinn_policy.__version__,
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "torch_threads": torch.get_num_threads(),
+        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
+
+
+def time_calls(fn: Callable[[], object], repeats: int, warmup: int = 3) -> dict[str, float]:
+    """Median / p99 / mean wall time of fn() in milliseconds."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t) * 1e3)
+    return {"median_ms": float(np.median(times)), "p99_ms": float(np.percentile(times, 99)), "mean_ms": float(np.mean(times))}
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    def fmt(x: object) -> str:
+        return f"{x:.3g}" if isinstance(x, float) else str(x)
+
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(fmt(x) for x in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def write_results(out_dir: str | Path, name: str, data: dict, markdown: str) -> tuple[Path, Path]:
+    """Write `name`.json and `name`.md into out_dir (atomically) and return their paths."""
+    out_dir = Path(out_dir)
+    json_path, md_path = out_dir / f"{name}.json", out_dir / f"{name}.md"
+    atomic_write_text(json_path, json.dumps(data, indent=2, sort_keys=True))
+    atomic_write_text(md_path, markdown)
+    return json_path, md_path
