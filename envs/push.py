@@ -1,0 +1,81 @@
+"""Pushing: a cube pushed across the table onto a green goal disk, seen by agentview.
+
+robosuite has no push task; `VinnPush` is robosuite's Lift (same table and cube) plus a visual-only goal
+disk (no collision). The cube starts on the robot's side, the goal 12-18 cm beyond it and up to 6 cm to
+either side, both re-sampled every episode. Success: cube centre within 3 cm (in xy) of the goal centre,
+cube resting on the table.
+
+Privileged keys: cube_pos, goal_pos (m).
+"""
+
+import numpy as np
+from robosuite.environments.manipulation.lift import Lift
+from robosuite.models.objects import CylinderObject
+from robosuite.utils.observables import Observable, sensor
+from robosuite.utils.placement_samplers import UniformRandomSampler
+from vinn_policy.envs.robosuite_env import RobosuiteEnv, TaskSpec
+
+GOAL_RADIUS = 0.03
+
+
+class VinnPush(Lift):
+    """Lift's table and cube with a goal disk; registered in robosuite under its class name."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault(
+            "placement_initializer",
+            UniformRandomSampler(
+                name="CubeSampler",
+                x_range=[-0.14, -0.08],
+                y_range=[-0.08, 0.08],
+                rotation=(-np.pi / 8, np.pi / 8),
+                ensure_object_boundary_in_range=False,
+                ensure_valid_placement=True,
+                reference_pos=(0, 0, 0.8),
+                z_offset=0.01,
+            ),
+        )
+        super().__init__(*args, **kwargs)
+
+    def _load_model(self):
+        super()._load_model()
+        self.goal = CylinderObject(name="goal", size=[GOAL_RADIUS, 0.001], rgba=[0.1, 0.8, 0.1, 1], obj_type="visual", joints=None)
+        self.model.merge_objects([self.goal])
+
+    def _setup_references(self):
+        super()._setup_references()
+        self.goal_body_id = self.sim.model.body_name2id(self.goal.root_body)
+
+    def _reset_internal(self):
+        super()._reset_internal()
+        cube = self.sim.data.get_joint_qpos(self.cube.joints[0])[:3]
+        offset = [self.rng.uniform(0.12, 0.18), self.rng.uniform(-0.06, 0.06)]
+        table_top = self.model.mujoco_arena.table_offset[2]
+        self.sim.model.body_pos[self.goal_body_id] = [cube[0] + offset[0], cube[1] + offset[1], table_top + 0.001]
+        self.sim.forward()
+
+    def _setup_observables(self):
+        observables = super()._setup_observables()
+
+        @sensor(modality="object")
+        def goal_pos(obs_cache):
+            return np.array(self.sim.model.body_pos[self.goal_body_id])
+
+        observables["goal_pos"] = Observable(name="goal_pos", sensor=goal_pos, sampling_rate=self.control_freq)
+        return observables
+
+    def _check_success(self):
+        cube = self.sim.data.body_xpos[self.cube_body_id]
+        goal = self.sim.model.body_pos[self.goal_body_id]
+        on_table = cube[2] < self.model.mujoco_arena.table_offset[2] + 0.035
+        return bool(on_table and np.linalg.norm(cube[:2] - goal[:2]) < GOAL_RADIUS)
+
+
+class PushEnv(RobosuiteEnv):
+    task = TaskSpec(
+        robosuite_env="VinnPush",
+        camera="agentview",
+        render_camera="agentview",
+        horizon=150,
+        object_keys={"cube_pos": 3, "goal_pos": 3},
+    )

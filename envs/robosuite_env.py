@@ -1,0 +1,191 @@
+"""The one robosuite -> Gymnasium adapter. Task files (door.py, push.py, stack.py) only fill in a TaskSpec.
+
+Action: float32 Box [-1, 1]^4 = [dx, dy, dz, grip], end-effector delta position in the robot base frame
+(1.0 = 5 cm per 20 Hz step, OSC_POSITION controller) and gripper (-1 open, +1 closed).
+
+Observation (Dict, all fixed-size):
+    image                 uint8 (S, S, 3), upright (opencv convention), from the task's camera
+    robot0_eef_pos        float32 (3,)  gripper site position, world frame (m)
+    robot0_gripper_qpos   float32 (2,)  finger joint positions
+    <task keys>           float32       privileged object state for scripted experts (see each task)
+
+info["is_success"] every step; `terminated` on success (if terminate_on_success); `truncated` at the horizon.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+# robosuite forces EGL when MUJOCO_GL is unset; say so explicitly (headless Mesa works with egl/osmesa).
+os.environ.setdefault("MUJOCO_GL", "egl")
+
+CONTROL_FREQ = 20
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """What differs between tasks."""
+
+    robosuite_env: str
+    camera: str
+    """Camera of the image observation."""
+    render_camera: str
+    """Camera of render() (videos)."""
+    horizon: int
+    """Steps before truncation (~2-3x the scripted expert's episode length)."""
+    object_keys: dict[str, int]
+    """Privileged robosuite observation keys passed through, with their sizes."""
+    robosuite_kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+def _controller_config() -> dict:
+    """The Panda's default composite controller with the arm switched to 3-D delta position (OSC_POSITION)."""
+    from robosuite.controllers import load_composite_controller_config
+
+    config = load_composite_controller_config(robot="Panda")
+    arm = config["body_parts"]["right"]
+    arm["type"] = "OSC_POSITION"
+    arm["output_max"], arm["output_min"] = arm["output_max"][:3], arm["output_min"][:3]
+    for key in ("orientation_limits", "uncouple_pos_ori"):
+        arm.pop(key, None)
+    return config
+
+
+def _seed_samplers(sampler: Any, rng: np.random.Generator) -> None:
+    """Placement samplers keep their own reference to the env's RNG; replace it (recursively)."""
+    if sampler is None:
+        return
+    sampler.rng = rng
+    for child in getattr(sampler, "samplers", {}).values():
+        _seed_samplers(child, rng)
+
+
+class RobosuiteEnv(gym.Env):
+    """A robosuite manipulation task as a Gymnasium env with camera images (see module docstring)."""
+
+    metadata = {"render_modes": ["rgb_array"], "render_fps": CONTROL_FREQ}
+    task: TaskSpec  # set by each task subclass
+
+    def __init__(
+        self,
+        image_size: int = 84,
+        render_mode: str | None = "rgb_array",
+        render_size: int = 256,
+        horizon: int | None = None,
+        terminate_on_success: bool = True,
+        fast_render: bool = True,
+    ) -> None:
+        import robosuite
+        import robosuite.macros as macros
+
+        # Upright images. Collection and evaluation must share this convention or kNN silently breaks.
+        macros.IMAGE_CONVENTION = "opencv"
+        if render_mode not in (None, "rgb_array"):
+            raise ValueError(f"render_mode must be None or 'rgb_array'; got {render_mode!r}.")
+        if not isinstance(image_size, int) or image_size < 8:
+            raise ValueError(f"image_size must be an int >= 8; got {image_size!r}.")
+        self.image_size, self.render_size, self.render_mode = image_size, render_size, render_mode
+        self.horizon = horizon or self.task.horizon
+        self.terminate_on_success, self.fast_render = terminate_on_success, fast_render
+        self._rs = robosuite.make(
+            self.task.robosuite_env,
+            robots="Panda",
+            controller_configs=_controller_config(),
+            has_renderer=False,
+            has_offscreen_renderer=True,
+            use_camera_obs=True,
+            use_object_obs=True,
+            camera_names=self.task.camera,
+            camera_heights=image_size,
+            camera_widths=image_size,
+            control_freq=CONTROL_FREQ,
+            horizon=10 * self.horizon,  # the horizon is ours; robosuite's done would arrive as a crash
+            ignore_done=True,
+            hard_reset=False,  # a hard reset rebuilds model and GL context (~1.7 s); soft takes ~0.02 s
+            reward_shaping=False,
+            seed=0,  # fixes the model (e.g. sampled cube sizes); episodes are seeded in reset()
+            **self.task.robosuite_kwargs,
+        )
+        self._render_context = None
+        self._steps = 0
+        image = spaces.Box(0, 255, (image_size, image_size, 3), np.uint8)
+        vectors = {"robot0_eef_pos": 3, "robot0_gripper_qpos": 2, **self.task.object_keys}
+        self.observation_space = spaces.Dict(
+            {"image": image, **{k: spaces.Box(-np.inf, np.inf, (n,), np.float32) for k, n in vectors.items()}}
+        )
+        self.action_space = spaces.Box(-1.0, 1.0, (4,), np.float32)
+
+    def _apply_fast_render(self) -> None:
+        """No MSAA, reflections or shadows: ~3x faster frames on a CPU rasteriser (see SIM_NOTES)."""
+        import mujoco
+
+        ctx = self._rs.sim._render_context_offscreen
+        if ctx is None or ctx is self._render_context:
+            return
+        self._render_context = ctx
+        if self.fast_render:
+            ctx.gl_ctx.make_current()
+            self._rs.sim.model.vis.quality.offsamples = 0
+            ctx.con.free()
+            ctx._set_mujoco_context_and_buffers()
+            for flag in (mujoco.mjtRndFlag.mjRND_REFLECTION, mujoco.mjtRndFlag.mjRND_SHADOW, mujoco.mjtRndFlag.mjRND_SKYBOX):
+                ctx.scn.flags[flag] = 0
+
+    def _observation(self, raw: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        obs = {"image": np.ascontiguousarray(raw[f"{self.task.camera}_image"], dtype=np.uint8)}
+        for key, space in self.observation_space.spaces.items():
+            if key != "image":
+                obs[key] = np.asarray(raw[key], dtype=np.float32).reshape(space.shape)
+        return obs
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[dict, dict]:
+        super().reset(seed=seed)
+        # robosuite draws every random choice (robot noise, object placement) from env.rng; derive it
+        # from Gymnasium's seeded generator so reset(seed=s) fixes the episode and reset() continues it.
+        rng = np.random.default_rng(int(self.np_random.integers(2**63)))
+        self._rs.rng = rng
+        _seed_samplers(getattr(self._rs, "placement_initializer", None), rng)
+        self._before_reset(rng)
+        self._apply_fast_render()
+        raw = self._rs.reset()
+        self._apply_fast_render()
+        # Camera observations were rendered before fast-render could apply on the very first reset.
+        raw = self._rs._get_observations(force_update=True)
+        self._steps = 0
+        return self._observation(raw), {"is_success": bool(self._rs._check_success())}
+
+    def _before_reset(self, rng: np.random.Generator) -> None:
+        """Hook for tasks that sample more than robosuite does (e.g. the push goal)."""
+
+    def step(self, action: np.ndarray) -> tuple[dict, float, bool, bool, dict]:
+        action = np.asarray(action, dtype=np.float64).reshape(-1)
+        if action.shape != (4,) or not np.isfinite(action).all():
+            raise ValueError(f"Expected a finite action [dx, dy, dz, grip] of shape (4,); got {np.asarray(action).shape}.")
+        raw, reward, _, _ = self._rs.step(np.clip(action, -1.0, 1.0))
+        self._steps += 1
+        success = bool(self._rs._check_success())
+        terminated = success and self.terminate_on_success
+        truncated = self._steps >= self.horizon and not terminated
+        return self._observation(raw), float(reward), terminated, truncated, {"is_success": success}
+
+    def render(self) -> np.ndarray | None:
+        """An upright rgb frame of render_size^2 from the task's render camera."""
+        if self.render_mode is None:
+            return None
+        frame = self._rs.sim.render(camera_name=self.task.render_camera, width=self.render_size, height=self.render_size)
+        return np.ascontiguousarray(frame[::-1])  # MuJoCo reads pixels bottom-up
+
+    def sim_state(self) -> np.ndarray:
+        """The flattened MuJoCo state (robomimic's `states`)."""
+        return np.asarray(self._rs.sim.get_state().flatten(), dtype=np.float64)
+
+    def close(self) -> None:
+        if getattr(self, "_rs", None) is not None:
+            self._rs.close()
+            self._rs = None

@@ -1,0 +1,16 @@
+"""Stacking: robosuite's Stack (pick cube A, place it on cube B), seen by agentview.
+
+Privileged keys: cubeA_pos, cubeB_pos (m). Success: A lifted, not grasped, touching B.
+"""
+
+from vinn_policy.envs.robosuite_env import RobosuiteEnv, TaskSpec
+
+
+class StackEnv(RobosuiteEnv):
+    task = TaskSpec(
+        robosuite_env="Stack",
+        camera="agentview",
+        render_camera="agentview",
+        horizon=200,
+        object_keys={"cubeA_pos": 3, "cubeB_pos": 3},
+    )
