@@ -27,3 +27,17 @@ def env_id(task: str) -> str:
     if task not in TASKS:
         raise ValueError(f"Unknown task {task!r}; available: {sorted(TASKS)}")
     return TASKS[task][0]
+
+
+def make_env(task: str, **kwargs):
+    """gym.make for a task name ('door', 'push', 'stack'); picklable, so worker processes can use it."""
+    return gym.make(env_id(task), **kwargs)
+
+
+def task_spec(task: str):
+    """The TaskSpec (camera, horizon, privileged keys) of a task, without making an env."""
+    from importlib import import_module
+
+    env_id(task)  # validates the name
+    module, cls = TASKS[task][1].split(":")
+    return getattr(import_module(module), cls).task

@@ -117,7 +117,8 @@ class RobosuiteEnv(gym.Env):
         image = spaces.Box(0, 255, (image_size, image_size, 3), np.uint8)
         vectors = {"robot0_eef_pos": 3, "robot0_gripper_qpos": 2, **self.task.object_keys}
         self.observation_space = spaces.Dict(
-            {"image": image, **{k: spaces.Box(-np.inf, np.inf, (n,), np.float32) for k, n in vectors.items()}}
+            # +-10 (m, rad): far outside anything reachable, but finite so spaces can be sampled and checked.
+            {"image": image, **{k: spaces.Box(-10.0, 10.0, (n,), np.float32) for k, n in vectors.items()}}
         )
         self.action_space = spaces.Box(-1.0, 1.0, (4,), np.float32)
 
@@ -137,6 +138,14 @@ class RobosuiteEnv(gym.Env):
             for flag in (mujoco.mjtRndFlag.mjRND_REFLECTION, mujoco.mjtRndFlag.mjRND_SHADOW, mujoco.mjtRndFlag.mjRND_SKYBOX):
                 ctx.scn.flags[flag] = 0
 
+    def _make_current(self) -> None:
+        """robosuite makes its GL context current only when creating it; with two envs in one process
+        (train + eval, or a checker making and closing a copy) the other env's context would be used and
+        the images would be garbage. Re-assert ours before anything renders."""
+        ctx = self._rs.sim._render_context_offscreen
+        if ctx is not None:
+            ctx.gl_ctx.make_current()
+
     def _observation(self, raw: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         obs = {"image": np.ascontiguousarray(raw[f"{self.task.camera}_image"], dtype=np.uint8)}
         for key, space in self.observation_space.spaces.items():
@@ -151,7 +160,7 @@ class RobosuiteEnv(gym.Env):
         rng = np.random.default_rng(int(self.np_random.integers(2**63)))
         self._rs.rng = rng
         _seed_samplers(getattr(self._rs, "placement_initializer", None), rng)
-        self._before_reset(rng)
+        self._make_current()
         self._apply_fast_render()
         raw = self._rs.reset()
         self._apply_fast_render()
@@ -160,13 +169,11 @@ class RobosuiteEnv(gym.Env):
         self._steps = 0
         return self._observation(raw), {"is_success": bool(self._rs._check_success())}
 
-    def _before_reset(self, rng: np.random.Generator) -> None:
-        """Hook for tasks that sample more than robosuite does (e.g. the push goal)."""
-
     def step(self, action: np.ndarray) -> tuple[dict, float, bool, bool, dict]:
         action = np.asarray(action, dtype=np.float64).reshape(-1)
         if action.shape != (4,) or not np.isfinite(action).all():
             raise ValueError(f"Expected a finite action [dx, dy, dz, grip] of shape (4,); got {np.asarray(action).shape}.")
+        self._make_current()
         raw, reward, _, _ = self._rs.step(np.clip(action, -1.0, 1.0))
         self._steps += 1
         success = bool(self._rs._check_success())
@@ -178,6 +185,7 @@ class RobosuiteEnv(gym.Env):
         """An upright rgb frame of render_size^2 from the task's render camera."""
         if self.render_mode is None:
             return None
+        self._make_current()
         frame = self._rs.sim.render(camera_name=self.task.render_camera, width=self.render_size, height=self.render_size)
         return np.ascontiguousarray(frame[::-1])  # MuJoCo reads pixels bottom-up
 

@@ -1,0 +1,94 @@
+"""Scripted experts and simulator speed: success over many seeds, env steps/s, demo collection time.
+
+    python benchmarks/experts.py              # 100 seeds per task; writes benchmarks/results/experts.{json,md}
+    python benchmarks/experts.py --smoke
+"""
+
+from __future__ import annotations
+
+import functools
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import tyro
+from vinn_policy.demos.collect import CollectArgs, collect
+from vinn_policy.demos.experts import make_expert
+from vinn_policy.envs import make_env, task_spec
+
+from vinn_policy.results import environment, markdown_table, write_results
+from vinn_policy.rollout import rollouts
+
+
+@dataclass
+class Args:
+    tasks: tuple[str, ...] = ("door", "push", "stack")
+    seeds: int = 100
+    """Episodes per task and noise level for the success rate."""
+    noise: float = 0.1
+    """Collection noise also evaluated (labels stay clean; see demos.collect)."""
+    speed_episodes: int = 12
+    """Episodes per worker count for the steps/s measurement."""
+    demos: int = 50
+    """Demonstrations collected (2 workers) for the collection-time figure."""
+    image_size: int = 84
+    out: str = "benchmarks/results"
+    name: str = "experts"
+    smoke: bool = False
+
+
+def success_rate(task: str, seeds: int, noise: float, image_size: int) -> dict:
+    make = functools.partial(make_env, task, image_size=image_size, render_mode=None)
+    eps = list(rollouts(make, functools.partial(make_expert, task), range(seeds), workers=2, action_noise=noise))
+    lengths = [e.steps for e in eps if e.success]
+    return {"noise": noise, "episodes": seeds, "successes": sum(e.success for e in eps),
+            "success_rate": float(np.mean([e.success for e in eps])), "failed_seeds": [e.seed for e in eps if not e.success],
+            "mean_length": float(np.mean(lengths)) if lengths else None, "max_length": max(lengths, default=None)}
+
+
+def steps_per_second(task: str, workers: int, episodes: int, image_size: int) -> float:
+    """Steady-state env steps/s with camera and expert (process start-up and the first episodes excluded)."""
+    make = functools.partial(make_env, task, image_size=image_size, render_mode=None)
+    arrivals = []
+    for e in rollouts(make, functools.partial(make_expert, task), range(500, 500 + episodes), workers=workers):
+        arrivals.append((time.perf_counter(), e.steps))
+    skip = workers  # the first result of each worker includes its start-up
+    return sum(s for _, s in arrivals[skip:]) / (arrivals[-1][0] - arrivals[skip - 1][0])
+
+
+def main(args: Args) -> dict:
+    if args.smoke:
+        args.seeds, args.speed_episodes, args.demos = 4, 4, 2
+    rows = {}
+    for task in args.tasks:
+        t0 = time.perf_counter()
+        clean = success_rate(task, args.seeds, 0.0, args.image_size)
+        noisy = success_rate(task, args.seeds, args.noise, args.image_size)
+        speed = {w: steps_per_second(task, w, args.speed_episodes, args.image_size) for w in (1, 2)}
+        with tempfile.TemporaryDirectory() as tmp:
+            report = collect(CollectArgs(task=task, episodes=args.demos, out=f"{tmp}/{task}.hdf5", noise=args.noise,
+                                         image_size=args.image_size, workers=2), progress=False)
+        rows[task] = {"horizon": task_spec(task).horizon, "no_noise": clean, "with_noise": noisy,
+                      "steps_per_s": {"1_process": speed[1], "2_processes": speed[2]},
+                      "collect": {"demos": report.kept, "failures": report.failures, "seconds": report.seconds},
+                      "seconds": time.perf_counter() - t0}
+        print(task, rows[task], flush=True)
+    data = {"args": asdict(args), "environment": environment(), "tasks": rows}
+    table = markdown_table(
+        ["task", f"expert success (noise 0, n={args.seeds})", f"success (noise {args.noise})", "mean / max steps",
+         "horizon", "steps/s 1 proc", "steps/s 2 procs", f"collect {args.demos} demos (s)"],
+        [[t, f"{r['no_noise']['success_rate']:.0%}", f"{r['with_noise']['success_rate']:.0%}",
+          f"{r['no_noise']['mean_length']:.0f} / {r['no_noise']['max_length']}", r["horizon"],
+          f"{r['steps_per_s']['1_process']:.1f}", f"{r['steps_per_s']['2_processes']:.1f}", f"{r['collect']['seconds']:.0f}"]
+         for t, r in rows.items()])
+    md = (f"# Scripted experts and simulator speed ({data['environment']['date']})\n\n"
+          f"{args.image_size} px camera observations, fast rendering, Panda OSC_POSITION at 20 Hz. Steps/s are "
+          "steady-state (process start-up excluded) with the expert acting.\n\n" + table)
+    write_results(args.out, args.name, data, md)
+    print(md)
+    return data
+
+
+if __name__ == "__main__":
+    main(tyro.cli(Args))

@@ -1,0 +1,120 @@
+"""Collect scripted-expert demonstrations into a robomimic-layout HDF5 file.
+
+    python -m vinn_policy.demos.collect --task door --episodes 50            # -> data/door.hdf5
+    vinn-collect --task push --episodes 20 --append                          # add 20 more
+
+Only successful episodes are kept (failures are counted and reported). Episode i uses seed `seed + i`
+(appending continues after the file's largest seed), so demos never reuse an evaluation seed as long as
+evaluation seeds start at `EVAL_SEED_BASE`.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import tyro
+from tqdm.auto import tqdm
+from vinn_policy.demos.dataset import load_demos, validate_file, write_demos
+from vinn_policy.demos.experts import make_expert
+from vinn_policy.envs import env_id, make_env, task_spec
+
+from vinn_policy.rollout import Episode, rollouts
+
+EVAL_SEED_BASE = 1_000_000
+"""Evaluation seeds start here; demonstration seeds stay below it."""
+
+
+@dataclass
+class CollectArgs:
+    task: str = "door"
+    """door, push or stack."""
+    episodes: int = 50
+    """Successful demonstrations to collect."""
+    out: str | None = None
+    """Output file (default data/<task>.hdf5)."""
+    seed: int = 0
+    """Seed of the first episode; episode i uses seed + i."""
+    noise: float = 0.1
+    """Std of Gaussian noise on the executed translation (labels stay the expert's intended action)."""
+    image_size: int = 84
+    workers: int = 2
+    append: bool = False
+    """Add to an existing file instead of refusing to overwrite it."""
+    max_failures: int | None = None
+    """Give up after this many failed episodes (default: as many as requested episodes)."""
+
+
+@dataclass
+class CollectReport:
+    path: Path
+    kept: int
+    failures: int
+    seconds: float
+    total_demos: int
+
+
+def collect(args: CollectArgs, progress: bool = True) -> CollectReport:
+    """Run the expert on consecutive seeds until `args.episodes` successes; write them to the file."""
+    if args.episodes < 1:
+        raise ValueError(f"episodes must be >= 1; got {args.episodes}.")
+    image_key = f"{task_spec(args.task).camera}_image"  # robomimic's name for the camera's images
+    path = Path(args.out or f"data/{args.task}.hdf5")
+    env_args = {
+        "env_name": env_id(args.task),
+        "type": "vinn_policy",
+        "env_kwargs": {"image_size": args.image_size},
+        "image_key": image_key,
+        "action_noise": args.noise,
+    }
+    next_seed = args.seed
+    if path.exists() and args.append:
+        seeds = [s for s in load_demos(path).seeds if s is not None]
+        next_seed = max(next_seed, max(seeds, default=-1) + 1)
+    elif path.exists():
+        raise FileExistsError(f"{path} exists; pass --append to add demos or remove it first.")
+
+    make = functools.partial(make_env, args.task, image_size=args.image_size, render_mode=None)
+    kept: list[Episode] = []
+    failures, max_failures = 0, args.max_failures if args.max_failures is not None else args.episodes
+    start = time.perf_counter()
+    bar = tqdm(total=args.episodes, desc=f"collect {args.task}", unit="demo", disable=not progress)
+    while len(kept) < args.episodes:
+        seeds = range(next_seed, next_seed + args.episodes - len(kept))
+        next_seed += len(seeds)
+        for episode in rollouts(make, functools.partial(make_expert, args.task), seeds, args.workers,
+                                action_noise=args.noise, record=True):
+            if episode.success:
+                episode.obs[image_key] = episode.obs.pop("image")
+                kept.append(episode)
+                bar.update(1)
+            else:
+                failures += 1
+            bar.set_postfix(failures=failures)
+        if failures > max_failures:
+            bar.close()
+            raise RuntimeError(f"The {args.task} expert failed {failures} times for {len(kept)} successes; giving up "
+                               f"(raise --max-failures or lower --noise).")
+    bar.close()
+    total = write_demos(path, kept, env_args, append=args.append)
+    return CollectReport(path, len(kept), failures, time.perf_counter() - start, total)
+
+
+def main(args: CollectArgs) -> CollectReport:
+    report = collect(args)
+    summary = validate_file(report.path)
+    print(json.dumps({"file": str(report.path), "kept": report.kept, "failures": report.failures,
+                      "seconds": round(report.seconds, 1), "demos_in_file": summary["demos"],
+                      "frames_in_file": summary["frames"]}))
+    return report
+
+
+def cli() -> None:
+    main(tyro.cli(CollectArgs))
+
+
+if __name__ == "__main__":
+    cli()

@@ -1,0 +1,150 @@
+"""Demonstration files: HDF5 round trip, atomic append, validation errors, robomimic datasets, collection."""
+
+import json
+
+import h5py
+import numpy as np
+import pytest
+from vinn_policy.demos.dataset import DemoFileError, load_demos, validate_file, write_demos
+
+from vinn_policy.rollout import Episode
+
+ENV_ARGS = {"env_name": "vinn/Door-v0", "type": "vinn_policy", "env_kwargs": {"image_size": 16}, "image_key": "sideview_image"}
+
+
+def fake_episode(seed: int, steps: int = 5) -> Episode:
+    rng = np.random.default_rng(seed)
+    return Episode(
+        seed=seed, success=True, steps=steps, wall_time=0.1,
+        actions=rng.uniform(-1, 1, (steps, 4)).astype(np.float32),
+        executed=rng.uniform(-1, 1, (steps, 4)).astype(np.float32),
+        rewards=np.zeros(steps, np.float32), dones=np.eye(1, steps, steps - 1, dtype=np.uint8)[0],
+        states=rng.normal(size=(steps, 9)),
+        obs={"sideview_image": rng.integers(0, 255, (steps, 16, 16, 3), dtype=np.uint8),
+             "robot0_eef_pos": rng.normal(size=(steps, 3)).astype(np.float32)},
+    )
+
+
+def test_round_trip_in_robomimic_layout(tmp_path):
+    path = tmp_path / "door.hdf5"
+    episodes = [fake_episode(s, steps=4 + s) for s in range(3)]
+    assert write_demos(path, episodes, ENV_ARGS) == 3
+    with h5py.File(path) as f:
+        assert f["data"].attrs["total"] == 4 + 5 + 6
+        assert json.loads(f["data"].attrs["env_args"]) == ENV_ARGS
+        demo = f["data/demo_1"]
+        assert demo.attrs["num_samples"] == 5 and demo["obs/sideview_image"].dtype == np.uint8
+        for key in ("actions", "rewards", "dones", "states", "actions_executed"):
+            assert len(demo[key]) == 5
+    demos = load_demos(path)
+    assert demos.frames.shape == (15, 16, 16, 3) and demos.actions.dtype == np.float32
+    assert demos.episode_ids.tolist() == [0] * 4 + [1] * 5 + [2] * 6
+    assert demos.frame_indices[:5].tolist() == [0, 1, 2, 3, 0] and demos.seeds == [0, 1, 2]
+    np.testing.assert_array_equal(demos.actions[4:9], episodes[1].actions)
+    np.testing.assert_array_equal(demos.frames[9:], episodes[2].obs["sideview_image"])
+    sub = demos.select([2, 0])
+    assert sub.seeds == [2, 0] and sub.episode_ids.tolist() == [0] * 6 + [1] * 4
+
+
+def test_append_keeps_existing_demos_and_refuses_other_settings(tmp_path):
+    path = tmp_path / "door.hdf5"
+    write_demos(path, [fake_episode(0)], ENV_ARGS)
+    with pytest.raises(FileExistsError, match="append"):
+        write_demos(path, [fake_episode(1)], ENV_ARGS)
+    assert write_demos(path, [fake_episode(1), fake_episode(2)], ENV_ARGS, append=True) == 3
+    demos = load_demos(path)
+    assert demos.seeds == [0, 1, 2]
+    np.testing.assert_array_equal(demos.actions[:5], fake_episode(0).actions)
+    with pytest.raises(DemoFileError, match="Cannot append"):
+        write_demos(path, [fake_episode(3)], {**ENV_ARGS, "env_kwargs": {"image_size": 84}}, append=True)
+    assert load_demos(path).seeds == [0, 1, 2]
+
+
+def test_crash_while_appending_leaves_the_old_file_intact(tmp_path):
+    path = tmp_path / "door.hdf5"
+    write_demos(path, [fake_episode(0)], ENV_ARGS)
+    before = path.read_bytes()
+
+    def exploding():
+        yield fake_episode(1)
+        raise KeyboardInterrupt("killed mid-write")
+
+    with pytest.raises(KeyboardInterrupt):
+        write_demos(path, exploding(), ENV_ARGS, append=True)
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["door.hdf5"]
+
+
+def test_truncated_and_missing_files(tmp_path):
+    path = tmp_path / "door.hdf5"
+    write_demos(path, [fake_episode(0), fake_episode(1)], ENV_ARGS)
+    data = path.read_bytes()
+    (tmp_path / "cut.hdf5").write_bytes(data[: len(data) // 3])
+    with pytest.raises(DemoFileError, match="truncated"):
+        load_demos(tmp_path / "cut.hdf5")
+    with pytest.raises(DemoFileError, match="not found"):
+        load_demos(tmp_path / "none.hdf5")
+
+
+@pytest.mark.parametrize(
+    "mutate, match",
+    [
+        (lambda f: f["data/demo_0"].__delitem__("actions"), "lacks 'actions'"),
+        (lambda f: f.__delitem__("data"), "no 'data' group"),
+        (lambda f: _replace(f, "data/demo_0/obs/sideview_image", np.zeros((5, 16, 16, 3), np.float32)), "must be uint8"),
+        (lambda f: _replace(f, "data/demo_0/actions", np.zeros((4, 4), np.float32)), "expected equal"),
+        (lambda f: _replace(f, "data/demo_0/actions", np.full((5, 4), np.nan, np.float32)), "NaN"),
+        (lambda f: f["data"].attrs.__setitem__("env_args", "{oops"), "not JSON"),
+    ],
+)
+def test_invalid_layouts_say_what_is_wrong(tmp_path, mutate, match):
+    path = tmp_path / "door.hdf5"
+    write_demos(path, [fake_episode(0)], ENV_ARGS)
+    with h5py.File(path, "a") as f:
+        mutate(f)
+    with pytest.raises(DemoFileError, match=match):
+        load_demos(path)
+
+
+def _replace(f, name, value):
+    del f[name]
+    f[name] = value
+
+
+def test_reads_a_robomimic_image_dataset(tmp_path):
+    """robomimic's lift/ph/image.hdf5 layout: two cameras, 7-D actions, no seeds, extra obs keys."""
+    path = tmp_path / "image.hdf5"
+    rng = np.random.default_rng(0)
+    with h5py.File(path, "w") as f:
+        data = f.create_group("data")
+        data.attrs["total"] = 7
+        data.attrs["env_args"] = json.dumps({"env_name": "Lift", "type": 1, "env_kwargs": {}})
+        for i, n in enumerate((3, 4)):
+            demo = data.create_group(f"demo_{i}")
+            demo.attrs["num_samples"] = n
+            demo["actions"] = rng.uniform(-1, 1, (n, 7))
+            demo["obs/agentview_image"] = rng.integers(0, 255, (n, 84, 84, 3), dtype=np.uint8)
+            demo["obs/robot0_eye_in_hand_image"] = rng.integers(0, 255, (n, 84, 84, 3), dtype=np.uint8)
+            demo["obs/object"] = rng.normal(size=(n, 10))
+    with pytest.raises(DemoFileError, match="pass image_key"):
+        load_demos(path)
+    demos = load_demos(path, image_key="agentview_image")
+    assert demos.frames.shape == (7, 84, 84, 3) and demos.actions.shape == (7, 7) and demos.seeds == [None, None]
+    assert validate_file(path, "robot0_eye_in_hand_image")["frames"] == 7
+
+
+@pytest.mark.sim
+def test_collect_command_writes_a_valid_file_and_appends(tmp_path):
+    from vinn_policy.demos.collect import CollectArgs, collect
+
+    args = CollectArgs(task="stack", episodes=2, out=str(tmp_path / "stack.hdf5"), image_size=48, workers=1)
+    report = collect(args, progress=False)
+    assert report.kept == 2 and report.total_demos == 2
+    demos = load_demos(report.path)
+    assert demos.image_key == "agentview_image" and demos.frames.shape[1:] == (48, 48, 3)
+    assert demos.seeds == [0, 1]
+    with pytest.raises(FileExistsError):
+        collect(args, progress=False)
+    args.append, args.episodes = True, 1
+    assert collect(args, progress=False).total_demos == 3
+    assert load_demos(report.path).seeds == [0, 1, 2]  # appending continues after the largest seed

@@ -1,0 +1,89 @@
+"""Contract tests for every registered env: check_env, seeding, shapes, and the scripted experts."""
+
+import warnings
+
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env
+from vinn_policy.demos.experts import make_expert
+from vinn_policy.envs import TASKS, env_id, make_env
+
+from vinn_policy.rollout import run_episode
+
+pytestmark = pytest.mark.sim
+
+
+@pytest.fixture(scope="module", params=sorted(TASKS))
+def task_env(request):
+    env = make_env(request.param, image_size=64, render_size=96)
+    yield request.param, env
+    env.close()
+
+
+def test_check_env_passes_without_warnings(task_env):
+    _, env = task_env
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # any checker warning fails the test
+        check_env(env.unwrapped, skip_render_check=False)
+
+
+def test_reset_step_shapes_and_dtypes(task_env):
+    task, env = task_env
+    obs, info = env.reset(seed=3)
+    assert env.observation_space.contains(obs) and info["is_success"] is False
+    assert obs["image"].shape == (64, 64, 3) and obs["image"].dtype == np.uint8
+    assert obs["image"].std() > 5  # a real picture, not a blank buffer
+    obs, reward, terminated, truncated, info = env.step(env.action_space.sample())
+    assert env.observation_space.contains(obs)
+    assert isinstance(reward, float) and isinstance(terminated, bool) and isinstance(truncated, bool)
+    assert "is_success" in info
+    frame = env.render()
+    assert frame.shape == (96, 96, 3) and frame.dtype == np.uint8
+    with pytest.raises(ValueError, match=r"shape \(4,\)"):
+        env.step(np.zeros(3))
+
+
+def test_same_seed_same_episode_and_different_seeds_differ(task_env):
+    _, env = task_env
+    make_env("door", image_size=32).close()  # another env's GL context in this process must not leak in
+    actions = np.random.default_rng(0).uniform(-1, 1, (15, 4)).astype(np.float32)
+
+    def roll(seed):
+        obs, _ = env.reset(seed=seed)
+        images, vectors = [obs["image"]], []
+        for a in actions:
+            obs, *_ = env.step(a)
+            images.append(obs["image"])
+            vectors.append(obs["robot0_eef_pos"])
+        return np.stack(images), np.stack(vectors)
+
+    first, again, other = roll(11), roll(11), roll(12)
+    np.testing.assert_array_equal(first[0], again[0])
+    np.testing.assert_array_equal(first[1], again[1])
+    assert not np.array_equal(first[0][0], other[0][0])
+
+
+def test_truncates_at_the_horizon(task_env):
+    _, env = task_env
+    env.reset(seed=0)
+    horizon = env.unwrapped.horizon
+    steps, truncated = 0, False
+    while not truncated and steps <= horizon:
+        _, _, terminated, truncated, _ = env.step(np.zeros(4, np.float32))
+        steps += 1
+        assert not terminated
+    assert truncated and steps == horizon
+
+
+def test_expert_solves_a_few_seeds_within_the_horizon(task_env):
+    task, env = task_env
+    expert = make_expert(task)
+    for seed in (100, 101, 102):
+        episode = run_episode(env, expert, seed)
+        assert episode.success, f"{task} expert failed seed {seed}"
+        assert episode.steps < env.unwrapped.horizon
+
+
+def test_unknown_task_lists_the_available_ones():
+    with pytest.raises(ValueError, match=r"available: \['door', 'push', 'stack'\]"):
+        env_id("drawer")

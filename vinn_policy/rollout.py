@@ -1,0 +1,147 @@
+"""Rollouts: the only code that touches both an env and a policy, in one process or in worker processes.
+
+A policy is anything with reset() and act(obs). Workers receive a picklable `make_policy()` callable
+(e.g. `functools.partial(make_expert, "door")` or `functools.partial(VINNPolicy.load, path)`) and build
+their own env and policy once.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+from numpy.typing import NDArray
+
+
+class Policy(Protocol):
+    def reset(self) -> None: ...
+    def act(self, obs: dict[str, NDArray]) -> NDArray[np.float32]: ...
+
+
+@dataclass
+class Episode:
+    """One rollout. T = steps taken; arrays are filled only when recorded."""
+
+    seed: int
+    success: bool
+    steps: int
+    wall_time: float
+    first_success_step: int | None = None
+    actions: NDArray[np.float32] | None = None  # (T, A) the policy's actions (the labels)
+    executed: NDArray[np.float32] | None = None  # (T, A) what was sent to the env (with noise)
+    rewards: NDArray[np.float32] | None = None  # (T,)
+    dones: NDArray[np.uint8] | None = None  # (T,)
+    states: NDArray[np.float64] | None = None  # (T, S) MuJoCo state before each action
+    obs: dict[str, NDArray] = field(default_factory=dict)  # key -> (T, ...) observation before each action
+    frames: list[NDArray[np.uint8]] = field(default_factory=list)  # render() frames, if asked
+
+
+def run_episode(
+    env: Any,
+    policy: Policy,
+    seed: int,
+    action_noise: float = 0.0,
+    record: bool = False,
+    render: bool = False,
+) -> Episode:
+    """Run one episode from reset(seed=seed) until termination or truncation.
+
+    Args:
+        action_noise: std of Gaussian noise added to the translation part of each executed action (the
+            recorded `actions` stay the policy's intended ones: DART-style corrective labels). Its RNG is
+            seeded from `seed`, so an episode is reproducible.
+        record: keep observations, actions, rewards, dones and MuJoCo states (for demonstration files).
+        render: keep env.render() frames (for videos).
+    """
+    start = time.perf_counter()
+    noise_rng = np.random.default_rng([seed, 7919])
+    obs, info = env.reset(seed=seed)
+    policy.reset()
+    rows: dict[str, list] = {"actions": [], "executed": [], "rewards": [], "dones": [], "states": []}
+    obs_rows: dict[str, list] = {k: [] for k in obs} if record else {}
+    frames = [env.render()] if render else []
+    steps, first_success, done = 0, None, False
+    while not done:
+        action = np.asarray(policy.act(obs), dtype=np.float32)
+        executed = action.copy()
+        if action_noise > 0:
+            executed[:3] = np.clip(executed[:3] + noise_rng.normal(0.0, action_noise, 3), -1.0, 1.0)
+        if record:
+            for k, v in obs.items():
+                obs_rows[k].append(v)
+            rows["states"].append(env.unwrapped.sim_state())
+        obs, reward, terminated, truncated, info = env.step(executed)
+        steps += 1
+        done = terminated or truncated
+        if info["is_success"] and first_success is None:
+            first_success = steps
+        if record:
+            rows["actions"].append(action)
+            rows["executed"].append(executed)
+            rows["rewards"].append(reward)
+            rows["dones"].append(done)
+        if render:
+            frames.append(env.render())
+    episode = Episode(seed, bool(info["is_success"]), steps, time.perf_counter() - start, first_success, frames=frames)
+    if record:
+        episode.actions = np.asarray(rows["actions"], np.float32)
+        episode.executed = np.asarray(rows["executed"], np.float32)
+        episode.rewards = np.asarray(rows["rewards"], np.float32)
+        episode.dones = np.asarray(rows["dones"], np.uint8)
+        episode.states = np.asarray(rows["states"], np.float64)
+        episode.obs = {k: np.stack(v) for k, v in obs_rows.items()}
+    return episode
+
+
+# --- worker processes -------------------------------------------------------------------------------
+
+_worker: dict[str, Any] = {}
+
+
+def _init_worker(make_env: Callable[[], Any], make_policy: Callable[[], Policy], episode_kwargs: dict) -> None:
+    # Two processes saturate two cores only if neither spawns its own thread pool.
+    os.environ["LP_NUM_THREADS"] = "1"
+    os.environ["OMP_NUM_THREADS"] = "1"
+    try:
+        import torch
+
+        torch.set_num_threads(1)
+    except ImportError:
+        pass
+    _worker.update(env=make_env(), policy=make_policy(), kwargs=episode_kwargs)
+
+
+def _worker_episode(seed: int) -> Episode:
+    return run_episode(_worker["env"], _worker["policy"], seed, **_worker["kwargs"])
+
+
+def rollouts(
+    make_env: Callable[[], Any],
+    make_policy: Callable[[], Policy],
+    seeds: Sequence[int],
+    workers: int = 1,
+    **episode_kwargs: Any,
+) -> Iterator[Episode]:
+    """Episodes for `seeds`, in order, from `workers` processes (1 = this process).
+
+    Results do not depend on the number of workers: each episode is fixed by its seed.
+    """
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1; got {workers}.")
+    if workers == 1 or len(seeds) <= 1:
+        env, policy = make_env(), make_policy()
+        try:
+            for seed in seeds:
+                yield run_episode(env, policy, int(seed), **episode_kwargs)
+        finally:
+            env.close()
+        return
+    # spawn: MuJoCo's GL context and torch's thread pool do not survive fork.
+    ctx = mp.get_context("spawn")
+    with ctx.Pool(min(workers, len(seeds)), _init_worker, (make_env, make_policy, episode_kwargs)) as pool:
+        yield from pool.imap(_worker_episode, [int(s) for s in seeds])
