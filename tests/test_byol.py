@@ -5,7 +5,7 @@ import pytest
 import torch
 from torchvision.transforms import v2 as T
 
-from vinn_policy.byol import BYOL, BYOLConfig, _augment_batch, augmentation, byol_loss, train_byol, train_step
+from vinn_policy.byol import BYOL, BYOLConfig, augment_batch, augmentation, byol_loss, train_byol, train_step
 from vinn_policy.encoder import EncoderConfig, build_trunk
 
 from .conftest import make_episodes
@@ -49,7 +49,7 @@ def test_augmentations_are_drawn_per_image_and_never_flip():
     aug = augmentation(config)
     assert not any(isinstance(t, T.RandomHorizontalFlip) for t in aug.transforms)
     one = torch.from_numpy(make_episodes(1, 1)[0]).permute(0, 3, 1, 2)  # (1, 3, 32, 32) uint8
-    views = _augment_batch(one.repeat(6, 1, 1, 1), aug)  # the same image six times
+    views = augment_batch(one.repeat(6, 1, 1, 1), aug)  # the same image six times
     assert views.shape == (6, 3, 32, 32) and 0 <= views.min() and views.max() <= 1
     assert len({v.numpy().tobytes() for v in views}) == 6
 

@@ -24,7 +24,7 @@ from torchvision.transforms import v2 as T
 from tqdm.auto import tqdm
 
 from vinn_policy.artefact import ArtefactError, load_artefact, save_artefact
-from vinn_policy.encoder import Encoder, EncoderConfig, build_trunk, check_images, normalize, to_unit_tensor
+from vinn_policy.encoder import Encoder, EncoderConfig, build_trunk, check_images, normalize, resize_uint8
 
 CHECKPOINT_NAME = "byol_checkpoint"
 
@@ -134,7 +134,7 @@ def train_step(model: BYOL, optimizer: torch.optim.Optimizer, view1: torch.Tenso
     return float(loss.detach())
 
 
-def _augment_batch(images: torch.Tensor, aug: T.Compose) -> torch.Tensor:
+def augment_batch(images: torch.Tensor, aug: T.Compose) -> torch.Tensor:
     """uint8 (B, 3, S, S) -> float (B, 3, S, S) in [0, 1], one independent random draw per image."""
     x = images.float().div_(255.0)
     return torch.stack([aug(img) for img in x])
@@ -198,11 +198,7 @@ def train_byol(
     frames = check_images(frames)
     if len(frames) < 2:
         raise ValueError(f"BYOL needs at least 2 frames; got {len(frames)}.")
-    # Resize once and keep uint8: (N, 3, S, S) is 4x smaller than float and augmentation re-crops anyway.
-    data = torch.cat([
-        (to_unit_tensor(frames[i : i + 512], config.encoder.image_size) * 255).round_().to(torch.uint8)
-        for i in range(0, len(frames), 512)
-    ])
+    data = resize_uint8(frames, config.encoder.image_size)  # (N, 3, S, S) uint8; augmentation re-crops anyway
     with torch.random.fork_rng():
         torch.manual_seed(config.seed)
         model = BYOL(build_trunk(config.encoder.arch), config.encoder.feature_dim, config.hidden_dim, config.projection_dim)
@@ -223,8 +219,8 @@ def train_byol(
             epoch_loss = 0.0
             for step in range(steps_per_epoch):
                 images = data[order[step * batch : (step + 1) * batch]]
-                v1 = normalize(_augment_batch(images, aug), config.encoder.mean, config.encoder.std)
-                v2 = normalize(_augment_batch(images, aug), config.encoder.mean, config.encoder.std)
+                v1 = normalize(augment_batch(images, aug), config.encoder.mean, config.encoder.std)
+                v2 = normalize(augment_batch(images, aug), config.encoder.mean, config.encoder.std)
                 loss = train_step(model, optimizer, v1, v2, config.tau)
                 epoch_loss += loss
                 bar.update(1)

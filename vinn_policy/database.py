@@ -109,6 +109,11 @@ class EmbeddingDatabase:
         if not torch.isfinite(q).all():
             raise ValueError("Query embeddings contain NaN or inf.")
         dist, idx = knn(q, self.embeddings, k, self._keys_sq)  # (B, k)
+        actions, w = self.blend(dist, idx, temperature)
+        return Neighbours(actions.numpy(), idx.numpy(), dist.numpy(), w.numpy())
+
+    def blend(self, dist: torch.Tensor, idx: torch.Tensor, temperature: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, k) distances and row indices -> (B, A) actions and (B, k) softmin weights (gripper voted)."""
         w = softmin_weights(dist, temperature)  # (B, k)
         neigh = self.actions[idx]  # (B, k, A)
         blended = (w.unsqueeze(-1) * neigh).sum(1)  # (B, A)
@@ -117,7 +122,7 @@ class EmbeddingDatabase:
             lo, hi = self.actions[:, g].min(), self.actions[:, g].max()
             closed_weight = (w * (neigh[..., g] > (lo + hi) / 2)).sum(1)  # (B,)
             blended[:, g] = torch.where(closed_weight >= 0.5, hi, lo)
-        return Neighbours(blended.numpy(), idx.numpy(), dist.numpy(), w.numpy())
+        return blended, w
 
     def tensors(self, prefix: str = "db.") -> dict[str, torch.Tensor]:
         return {

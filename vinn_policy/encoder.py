@@ -98,6 +98,14 @@ def to_unit_tensor(images: NDArray[np.uint8], image_size: int) -> torch.Tensor:
     return x  # (B, 3, S, S)
 
 
+def resize_uint8(images: NDArray[np.uint8], image_size: int, chunk: int = 512) -> torch.Tensor:
+    """uint8 (N, H, W, 3) -> uint8 (N, 3, S, S): resized once for training sets (4x smaller than float)."""
+    return torch.cat([
+        (to_unit_tensor(images[i : i + chunk], image_size) * 255).round_().to(torch.uint8)
+        for i in range(0, len(images), chunk)
+    ])
+
+
 def normalize(x: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
     """(B, 3, S, S) in [0, 1] -> (B, 3, S, S) standardised per channel."""
     m = torch.tensor(mean, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)

@@ -1,0 +1,268 @@
+"""Behaviour-cloning baselines: end-to-end (ResNet trunk + MLP head) and BC-rep (frozen encoder + head).
+
+Both regress the translation dims with MSE on raw actions (VINN blends raw actions, so neither
+normalises) and, when `gripper_index` is set, classify the gripper (open/closed, BCE on one logit),
+outputting the demonstrations' open/closed values as VINN's vote does. Training splits the demos by
+episode into train/validation and keeps the weights of the epoch with the lowest validation loss
+(early stopping after `patience` epochs without improvement).
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from numpy.typing import NDArray
+from torch import nn
+from tqdm.auto import tqdm
+
+from vinn_policy.artefact import ArtefactError, load_artefact, require_keys, save_artefact
+from vinn_policy.byol import BYOLConfig, augment_batch, augmentation
+from vinn_policy.encoder import Encoder, EncoderConfig, check_images, normalize, resize_uint8
+from vinn_policy.policy import extract_images
+from vinn_policy.splits import split_episodes
+
+
+@dataclass
+class BCConfig:
+    """Training settings shared by BC end-to-end and BC-rep (CPU-sized defaults; see `paper()`)."""
+
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    hidden: tuple[int, ...] | None = None
+    """MLP head widths; None scales the paper's 2048->2048->1024 head to the feature size (D, D/2)."""
+    lr: float = 1e-3
+    batch_size: int = 64
+    epochs: int = 10
+    patience: int = 3
+    """Stop after this many epochs without a lower validation loss (0: never stop early)."""
+    val_fraction: float = 0.2
+    """Fraction of episodes held out for validation / early stopping."""
+    augment: bool = True
+    """BYOL's augmentations (no flip) on training images; end-to-end only."""
+    gripper_index: int | None = None
+    seed: int = 0
+    image_key: str = "image"
+
+    def __post_init__(self) -> None:
+        if isinstance(self.encoder, dict):
+            self.encoder = EncoderConfig(**self.encoder)
+        if self.hidden is not None:
+            self.hidden = tuple(int(h) for h in self.hidden)
+        if not (self.lr > 0 and self.batch_size >= 2 and self.epochs >= 1 and self.patience >= 0 and 0 < self.val_fraction < 1):
+            raise ValueError(f"Invalid BCConfig: need lr > 0, batch_size >= 2, epochs >= 1, patience >= 0, 0 < val_fraction < 1; got {self}.")
+
+    @classmethod
+    def paper(cls, representation: bool = False) -> BCConfig:
+        """The paper's settings: ResNet-50 at 224 px, Adam 1e-3, batch 64 (end-to-end) or 256 (BC-rep), 100 epochs."""
+        return cls(encoder=EncoderConfig.paper(), batch_size=256 if representation else 64, epochs=100, patience=10)
+
+
+class ActionHead(nn.Module):
+    """MLP features -> action; the gripper dim (if any) is a logit."""
+
+    def __init__(self, in_dim: int, hidden: tuple[int, ...], action_dim: int, gripper_index: int | None,
+                 gripper_values: tuple[float, float] = (-1.0, 1.0)) -> None:
+        super().__init__()
+        dims, layers = (in_dim, *hidden), []
+        for a, b in zip(dims[:-1], dims[1:], strict=True):
+            layers += [nn.Linear(a, b), nn.ReLU(inplace=True)]
+        self.mlp = nn.Sequential(*layers, nn.Linear(dims[-1], action_dim))
+        self.gripper_index = gripper_index
+        self.register_buffer("gripper_values", torch.tensor(gripper_values, dtype=torch.float32))  # (open, closed)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.mlp(features)  # (B, A)
+
+    def loss(self, out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if self.gripper_index is None:
+            return F.mse_loss(out, target)
+        g = self.gripper_index
+        keep = [i for i in range(out.shape[1]) if i != g]
+        closed = (target[:, g] > self.gripper_values.mean()).float()
+        return F.mse_loss(out[:, keep], target[:, keep]) + F.binary_cross_entropy_with_logits(out[:, g], closed)
+
+    def predict(self, out: torch.Tensor) -> torch.Tensor:
+        actions = out.clone()
+        if self.gripper_index is not None:
+            closed = out[:, self.gripper_index] > 0
+            actions[:, self.gripper_index] = torch.where(closed, self.gripper_values[1], self.gripper_values[0])
+        return actions
+
+
+@dataclass
+class TrainReport:
+    train_loss: list[float]
+    val_loss: list[float]
+    best_epoch: int
+    stopped_early: bool
+    seconds: float
+
+
+def _train(step_loss: Callable[[NDArray[np.int64], bool], torch.Tensor], params: list[nn.Parameter], modules: list[nn.Module],
+           train_rows: NDArray[np.int64], val_rows: NDArray[np.int64], config: BCConfig, desc: str, progress: bool) -> TrainReport:
+    """Adam on `step_loss(rows, train)`, with per-epoch validation and best-epoch restoring."""
+    start = time.perf_counter()
+    optimizer = torch.optim.Adam(params, lr=config.lr)
+    gen = torch.Generator().manual_seed(config.seed)
+    best, best_state, best_epoch, history = float("inf"), None, 0, TrainReport([], [], 0, False, 0.0)
+    bar = tqdm(range(config.epochs), desc=desc, unit="epoch", disable=not progress)
+    for epoch in bar:
+        for m in modules:
+            m.train()
+        order = train_rows[torch.randperm(len(train_rows), generator=gen).numpy()]
+        steps = max(1, len(order) // config.batch_size)
+        total = 0.0
+        for s in range(steps):
+            loss = step_loss(order[s * config.batch_size : (s + 1) * config.batch_size], True)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total += float(loss.detach())
+        for m in modules:
+            m.eval()
+        with torch.inference_mode():
+            val = [float(step_loss(val_rows[i : i + 256], False)) * len(val_rows[i : i + 256]) for i in range(0, len(val_rows), 256)]
+        history.train_loss.append(total / steps)
+        history.val_loss.append(sum(val) / len(val_rows))
+        bar.set_postfix(train=f"{history.train_loss[-1]:.4f}", val=f"{history.val_loss[-1]:.4f}")
+        if history.val_loss[-1] < best:
+            best, best_epoch = history.val_loss[-1], epoch
+            best_state = [copy.deepcopy(m.state_dict()) for m in modules]
+        elif config.patience and epoch - best_epoch >= config.patience:
+            history.stopped_early = True
+            break
+    for m, state in zip(modules, best_state, strict=True):
+        m.load_state_dict(state)
+        m.eval()
+    history.best_epoch, history.seconds = best_epoch + 1, time.perf_counter() - start
+    return history
+
+
+def _rows(episode_ids: NDArray, val_episodes: object, config: BCConfig) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+    """Train/validation rows: the given validation episodes, or a seeded split by episode."""
+    if val_episodes is None:
+        return split_episodes(episode_ids, config.val_fraction, config.seed)
+    val = np.isin(episode_ids, np.asarray(list(val_episodes)))
+    if val.all() or not val.any():
+        raise ValueError("val_episodes must hold some but not all of the episodes.")
+    return np.flatnonzero(~val), np.flatnonzero(val)
+
+
+def _check_data(frames: object, actions: object, episode_ids: object) -> tuple[NDArray, NDArray, NDArray]:
+    frames = check_images(frames)
+    actions = np.asarray(actions, dtype=np.float32)
+    episode_ids = np.asarray(episode_ids)
+    if actions.ndim != 2 or len(actions) != len(frames) or len(episode_ids) != len(frames):
+        raise ValueError(f"Expected (N, A) actions and (N,) episode ids for {len(frames)} frames; got {actions.shape}, {episode_ids.shape}.")
+    if not np.isfinite(actions).all():
+        raise ValueError("actions contain NaN or inf.")
+    return frames, actions, episode_ids
+
+
+class BCPolicy:
+    """A parametric policy: encoder trunk + ActionHead. `frozen` = BC-rep (the encoder is not trained)."""
+
+    def __init__(self, encoder: Encoder, head: ActionHead, config: BCConfig, frozen: bool, report: TrainReport | None = None) -> None:
+        self.encoder, self.head, self.config, self.frozen, self.report = encoder, head, config, frozen, report
+
+    @property
+    def name(self) -> str:
+        return "bc_rep" if self.frozen else "bc"
+
+    @classmethod
+    def _new_head(cls, encoder: Encoder, actions: NDArray, config: BCConfig) -> ActionHead:
+        d = encoder.feature_dim
+        hidden = config.hidden or (d, d // 2)
+        g = config.gripper_index
+        values = (float(actions[:, g].min()), float(actions[:, g].max())) if g is not None else (-1.0, 1.0)
+        return ActionHead(d, hidden, actions.shape[1], g, values)
+
+    @classmethod
+    def fit_end_to_end(cls, frames: NDArray[np.uint8], actions: NDArray, episode_ids: NDArray, config: BCConfig | None = None,
+                       encoder: Encoder | None = None, val_episodes: object = None, progress: bool = True) -> BCPolicy:
+        """Train trunk and head together on (image, action) pairs, with BYOL's augmentations.
+
+        Early stopping uses `val_episodes` (episode ids) if given, else `config.val_fraction` of the episodes.
+        `encoder` initialises the trunk (e.g. ImageNet weights); default random init.
+        """
+        config = config or BCConfig()
+        frames, actions, episode_ids = _check_data(frames, actions, episode_ids)
+        torch.manual_seed(config.seed)
+        encoder = copy.deepcopy(encoder) if encoder is not None else Encoder(config.encoder)
+        head = cls._new_head(encoder, actions, config)
+        images = resize_uint8(frames, encoder.config.image_size)  # (N, 3, S, S) uint8
+        targets = torch.from_numpy(actions)
+        aug = augmentation(BYOLConfig(encoder=encoder.config))
+        cfg = encoder.config
+
+        def step_loss(rows: NDArray[np.int64], train: bool) -> torch.Tensor:
+            x = augment_batch(images[rows], aug) if train and config.augment else images[rows].float() / 255
+            return head.loss(head(encoder.trunk(normalize(x, cfg.mean, cfg.std))), targets[rows])
+
+        train_rows, val_rows = _rows(episode_ids, val_episodes, config)
+        report = _train(step_loss, [*encoder.trunk.parameters(), *head.parameters()], [encoder.trunk, head],
+                        train_rows, val_rows, config, "BC end-to-end", progress)
+        encoder.origin = "bc"
+        return cls(encoder, head, config, frozen=False, report=report)
+
+    @classmethod
+    def fit_on_features(cls, frames: NDArray[np.uint8], actions: NDArray, episode_ids: NDArray, encoder: Encoder,
+                        config: BCConfig | None = None, val_episodes: object = None, progress: bool = True) -> BCPolicy:
+        """BC-rep: embed frames once with a frozen encoder, train only the head."""
+        config = config or BCConfig()
+        frames, actions, episode_ids = _check_data(frames, actions, episode_ids)
+        torch.manual_seed(config.seed)
+        features = torch.from_numpy(encoder.embed(frames))  # (N, D)
+        head = cls._new_head(encoder, actions, config)
+        targets = torch.from_numpy(actions)
+
+        def step_loss(rows: NDArray[np.int64], train: bool) -> torch.Tensor:
+            return head.loss(head(features[rows]), targets[rows])
+
+        train_rows, val_rows = _rows(episode_ids, val_episodes, config)
+        report = _train(step_loss, list(head.parameters()), [head], train_rows, val_rows, config, "BC-rep", progress)
+        return cls(encoder, head, config, frozen=True, report=report)
+
+    def reset(self) -> None:
+        """BC is memoryless."""
+
+    def act(self, obs: object) -> NDArray[np.float32]:
+        images = extract_images(obs, self.config.image_key)
+        if len(images) != 1:
+            raise ValueError(f"act() takes one observation; got a batch of {len(images)} (use act_batch).")
+        return self.act_batch(images)[0]
+
+    @torch.inference_mode()
+    def act_batch(self, obs_batch: object) -> NDArray[np.float32]:
+        features = torch.from_numpy(self.encoder.embed(extract_images(obs_batch, self.config.image_key)))
+        self.head.eval()
+        return self.head.predict(self.head(features)).numpy().astype(np.float32)
+
+    def save(self, path: str | Path) -> Path:
+        tensors = {**self.encoder.state_tensors(), **{f"head.{k}": v for k, v in self.head.state_dict().items()}}
+        meta = {**self.encoder.meta(), "bc": asdict(self.config), "frozen": self.frozen,
+                "head_dims": [m.out_features for m in self.head.mlp if isinstance(m, nn.Linear)]}
+        return save_artefact(path, "bc_policy", tensors, meta)
+
+    @classmethod
+    def load(cls, path: str | Path) -> BCPolicy:
+        tensors, meta = load_artefact(path, "bc_policy")
+        require_keys(tensors, ["head.gripper_values"], path)
+        try:
+            config = BCConfig(**meta["bc"])
+            dims = [int(d) for d in meta["head_dims"]]
+        except (KeyError, TypeError, ValueError) as e:
+            raise ArtefactError(f"{path}: invalid BC metadata ({e}).") from e
+        encoder = Encoder.from_saved(tensors, meta, path)
+        head = ActionHead(encoder.feature_dim, tuple(dims[:-1]), dims[-1], config.gripper_index)
+        try:
+            head.load_state_dict({k[5:]: v for k, v in tensors.items() if k.startswith("head.")})
+        except RuntimeError as e:
+            raise ArtefactError(f"{path}: head weights do not match its metadata: {str(e)[:200]}") from e
+        return cls(encoder, head.eval(), config, frozen=bool(meta["frozen"]))

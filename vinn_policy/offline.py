@@ -1,0 +1,142 @@
+"""Offline evaluation (the paper's table): action error of each method on held-out demonstration frames.
+
+Episodes are split three ways: train (VINN's database, BC's training set), validation (VINN's k and BC's
+early stopping) and test (the reported numbers). The metric is the paper's: translation MSE, the mean over
+the 3 translation dims of the squared error, averaged over test frames; plus gripper accuracy.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from numpy.typing import NDArray
+
+from vinn_policy.baselines import OpenLoopPolicy
+from vinn_policy.bc import BCConfig, BCPolicy
+from vinn_policy.database import EmbeddingDatabase
+from vinn_policy.encoder import Encoder
+from vinn_policy.lwr import knn
+from vinn_policy.splits import split_episodes
+
+
+def translation_mse(pred: NDArray, target: NDArray, dims: tuple[int, ...] = (0, 1, 2)) -> float:
+    """Mean over frames and the translation dims of the squared error. pred, target: (N, A)."""
+    d = list(dims)
+    return float(((np.asarray(pred)[:, d] - np.asarray(target)[:, d]) ** 2).mean())
+
+
+def gripper_accuracy(pred: NDArray, target: NDArray, gripper_index: int, threshold: float = 0.0) -> float:
+    """Share of frames whose predicted gripper command is on the same side of `threshold` as the label."""
+    return float(((np.asarray(pred)[:, gripper_index] > threshold) == (np.asarray(target)[:, gripper_index] > threshold)).mean())
+
+
+@dataclass
+class OfflineConfig:
+    test_fraction: float = 0.2
+    """Share of episodes held out for the reported numbers."""
+    val_fraction: float = 0.15
+    """Share of the remaining episodes used to choose k (VINN) and to stop early (BC)."""
+    k_max: int = 50
+    temperature: float = 1.0
+    gripper_index: int | None = 3
+    seed: int = 0
+    bc: BCConfig = field(default_factory=BCConfig)
+
+
+@dataclass
+class Split:
+    train: NDArray[np.int64]  # frame rows
+    val: NDArray[np.int64]
+    test: NDArray[np.int64]
+
+
+def three_way_split(episode_ids: NDArray, config: OfflineConfig) -> Split:
+    rest, test = split_episodes(episode_ids, config.test_fraction, config.seed)
+    train_in_rest, val_in_rest = split_episodes(episode_ids[rest], config.val_fraction, config.seed + 1)
+    return Split(rest[train_in_rest], rest[val_in_rest], test)
+
+
+def knn_curve(embeddings: NDArray, actions: NDArray, episode_ids: NDArray, db_rows: NDArray, query_rows: NDArray,
+              config: OfflineConfig) -> dict[str, list[float]]:
+    """VINN's error for every k = 1..k_max, with one search (k_max neighbours) per query."""
+    db = EmbeddingDatabase(embeddings[db_rows], actions[db_rows], episode_ids[db_rows], gripper_index=config.gripper_index)
+    dist, idx = knn(torch.from_numpy(embeddings[query_rows]), db.embeddings, config.k_max, db._keys_sq)
+    target = actions[query_rows]
+    curve: dict[str, list[float]] = {"k": [], "mse": [], "gripper_accuracy": []}
+    for k in range(1, dist.shape[1] + 1):
+        pred = db.blend(dist[:, :k], idx[:, :k], config.temperature)[0].numpy()
+        curve["k"].append(k)
+        curve["mse"].append(translation_mse(pred, target))
+        if config.gripper_index is not None:
+            curve["gripper_accuracy"].append(gripper_accuracy(pred, target, config.gripper_index))
+    return curve
+
+
+def _scores(pred: NDArray, target: NDArray, config: OfflineConfig) -> dict[str, float | None]:
+    grip = gripper_accuracy(pred, target, config.gripper_index) if config.gripper_index is not None else None
+    return {"mse": translation_mse(pred, target), "gripper_accuracy": grip}
+
+
+def evaluate_offline(frames: NDArray[np.uint8], actions: NDArray, episode_ids: NDArray, encoders: dict[str, Encoder],
+                     config: OfflineConfig | None = None, bc_encoder: str | None = "byol", with_bc: bool = True,
+                     progress: bool = True) -> dict:
+    """Every method's test-split error on one task's demonstrations.
+
+    Args:
+        encoders: name -> encoder for the kNN rows (e.g. {"byol": ..., "random": ..., "imagenet": ...}).
+        bc_encoder: which of them BC-rep uses (frozen).
+        with_bc: train the BC baselines (the slow part).
+
+    Returns:
+        {"split": episode counts, "methods": name -> {mse, gripper_accuracy, k?, train_seconds?},
+         "k_curves": encoder name -> {"val": curve, "test": curve}}
+    """
+    config = config or OfflineConfig()
+    actions, episode_ids = np.asarray(actions, np.float32), np.asarray(episode_ids)
+    split = three_way_split(episode_ids, config)
+    target = actions[split.test]
+    methods: dict[str, dict] = {}
+    curves: dict[str, dict] = {}
+    for name, encoder in encoders.items():
+        t = time.perf_counter()
+        emb = encoder.embed(frames)
+        val = knn_curve(emb, actions, episode_ids, split.train, split.val, config)
+        test = knn_curve(emb, actions, episode_ids, split.train, split.test, config)
+        best = int(np.argmin(val["mse"]))  # k is chosen on validation, never on test
+        curves[name] = {"val": val, "test": test}
+        methods[f"vinn_{name}" if name != "byol" else "vinn"] = {
+            "mse": test["mse"][best], "k": val["k"][best],
+            "gripper_accuracy": test["gripper_accuracy"][best] if test["gripper_accuracy"] else None,
+            "seconds": time.perf_counter() - t}
+    if with_bc:
+        bc_cfg = BCConfig(**{**config.bc.__dict__, "gripper_index": config.gripper_index})
+        train_val = np.concatenate([split.train, split.val])
+        val_eps = np.unique(episode_ids[split.val])
+        bc = BCPolicy.fit_end_to_end(frames[train_val], actions[train_val], episode_ids[train_val], bc_cfg,
+                                     val_episodes=val_eps, progress=progress)
+        methods["bc"] = {**_scores(bc.act_batch(frames[split.test]), target, config), "train_seconds": bc.report.seconds,
+                         "best_epoch": bc.report.best_epoch, "stopped_early": bc.report.stopped_early}
+        if bc_encoder is not None:
+            rep = BCPolicy.fit_on_features(frames[train_val], actions[train_val], episode_ids[train_val], encoders[bc_encoder],
+                                           bc_cfg, val_episodes=val_eps, progress=progress)
+            methods["bc_rep"] = {**_scores(rep.act_batch(frames[split.test]), target, config),
+                                 "train_seconds": rep.report.seconds, "best_epoch": rep.report.best_epoch,
+                                 "stopped_early": rep.report.stopped_early}
+    # Open-loop: each test episode replays the training demo with the nearest first frame.
+    open_loop = OpenLoopPolicy.fit(frames[split.train], actions[split.train], episode_ids[split.train])
+    pred = np.empty_like(target)
+    test_eps = episode_ids[split.test]
+    for e in np.unique(test_eps):
+        rows = np.flatnonzero(test_eps == e)
+        open_loop.reset()
+        first = frames[split.test[rows[0]]]
+        pred[rows] = np.stack([open_loop.act(first) for _ in rows])
+    methods["open_loop"] = _scores(pred, target, config)
+    rng = np.random.default_rng(config.seed)
+    methods["random"] = _scores(rng.uniform(-1, 1, target.shape).astype(np.float32), target, config)
+    n_eps = {name: int(len(np.unique(episode_ids[rows]))) for name, rows in vars(split).items()}
+    return {"split": {"episodes": n_eps, "frames": {k: int(len(v)) for k, v in vars(split).items()}},
+            "methods": methods, "k_curves": curves}
