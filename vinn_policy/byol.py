@@ -34,7 +34,8 @@ class BYOLConfig:
     """BYOL training settings. Defaults are sized for a 2-core CPU; `BYOLConfig.paper()` is the paper's."""
 
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
-    epochs: int = 20
+    epochs: int = 6
+    """CPU default: ~7 min for 50 demos (~3k frames) at 84 px on 2 cores (~44 images/s); the paper ran 100."""
     batch_size: int = 64
     lr: float = 3e-4
     tau: float = 0.99
@@ -180,6 +181,7 @@ def train_byol(
     config: BYOLConfig | None = None,
     checkpoint_dir: str | Path | None = None,
     progress: bool = True,
+    device: str | None = None,
 ) -> tuple[Encoder, list[float]]:
     """Train an encoder with BYOL on `frames` and return it with the mean loss of each epoch.
 
@@ -190,6 +192,8 @@ def train_byol(
             and a call with a checkpoint already there resumes from its epoch, optimizer and EMA state
             (the settings must match, except `epochs`, which may be raised to train longer).
         progress: show a tqdm bar with the running loss.
+        device: "cpu", "cuda", ...; default cuda when available. On a GPU the frames are kept on the device
+            and augmented there.
 
     Returns:
         (encoder, losses): the online encoder (origin "byol") and the per-epoch mean losses.
@@ -198,10 +202,12 @@ def train_byol(
     frames = check_images(frames)
     if len(frames) < 2:
         raise ValueError(f"BYOL needs at least 2 frames; got {len(frames)}.")
-    data = resize_uint8(frames, config.encoder.image_size)  # (N, 3, S, S) uint8; augmentation re-crops anyway
-    with torch.random.fork_rng():
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    data = resize_uint8(frames, config.encoder.image_size).to(device)  # (N, 3, S, S) uint8; augmentation re-crops anyway
+    with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
         model = BYOL(build_trunk(config.encoder.arch), config.encoder.feature_dim, config.hidden_dim, config.projection_dim)
+    model.to(device, memory_format=torch.channels_last)  # ~12% faster convolutions on this CPU (oneDNN)
     optimizer = torch.optim.Adam(model.online_parameters(), lr=config.lr)
     ckpt = Path(checkpoint_dir) / CHECKPOINT_NAME if checkpoint_dir is not None else None
     start, losses = (_load_checkpoint(ckpt, model, optimizer, config) if ckpt is not None and ckpt.exists() else (0, []))
@@ -213,14 +219,15 @@ def train_byol(
     bar = tqdm(total=(config.epochs - start) * steps_per_epoch, desc="BYOL", unit="step", disable=not progress)
     for epoch in range(start, config.epochs):
         # Each epoch's shuffling and augmentations come from its own seed, so a resumed run is identical.
-        with torch.random.fork_rng():
+        with torch.random.fork_rng(devices=[]):  # augmentation parameters are drawn on the CPU generator
             torch.manual_seed(config.seed * 1_000_003 + epoch)
-            order = torch.randperm(len(data))
+            order = torch.randperm(len(data)).to(device)
             epoch_loss = 0.0
             for step in range(steps_per_epoch):
                 images = data[order[step * batch : (step + 1) * batch]]
                 v1 = normalize(augment_batch(images, aug), config.encoder.mean, config.encoder.std)
                 v2 = normalize(augment_batch(images, aug), config.encoder.mean, config.encoder.std)
+                v1, v2 = (v.contiguous(memory_format=torch.channels_last) for v in (v1, v2))
                 loss = train_step(model, optimizer, v1, v2, config.tau)
                 epoch_loss += loss
                 bar.update(1)
@@ -229,4 +236,4 @@ def train_byol(
         if ckpt is not None and ((epoch + 1) % config.checkpoint_every == 0 or epoch + 1 == config.epochs):
             _save_checkpoint(ckpt, model, optimizer, config, epoch + 1, losses)
     bar.close()
-    return Encoder(config=config.encoder, trunk=model.online_encoder, origin="byol"), losses
+    return Encoder(config=config.encoder, trunk=model.online_encoder.cpu(), origin="byol"), losses

@@ -178,6 +178,15 @@ class Encoder:
     def feature_dim(self) -> int:
         return self.config.feature_dim
 
+    @property
+    def device(self) -> torch.device:
+        return next(self.trunk.parameters()).device
+
+    def to(self, device: str | torch.device) -> Encoder:
+        """Move the trunk (e.g. to "cuda"); embeddings always come back as CPU numpy arrays."""
+        self.trunk.to(device)
+        return self
+
     @torch.inference_mode()
     def embed(self, images: NDArray[np.uint8], batch_size: int = 256) -> NDArray[np.float32]:
         """Embed uint8 (B, H, W, 3) or (H, W, 3) images -> float32 (B, D), in eval mode, batched.
@@ -189,8 +198,9 @@ class Encoder:
         was_training = self.trunk.training
         self.trunk.eval()
         try:
+            device = self.device
             out = [
-                self.trunk(preprocess(images[i : i + batch_size], self.config)).numpy()
+                self.trunk(preprocess(images[i : i + batch_size], self.config).to(device)).float().cpu().numpy()
                 for i in range(0, len(images), batch_size)
             ]
         finally:

@@ -1,0 +1,77 @@
+"""Cached pipeline stages shared by the benchmark scripts: demonstrations and BYOL encoders.
+
+Each stage is keyed by what determines it (task + collection settings; frames + BYOL config), reuses a
+validated artefact when one exists, and writes new ones atomically, so a crash never leaves a corrupt
+cache behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+from numpy.typing import NDArray
+
+from vinn_policy.artefact import ArtefactError, atomic_write_text
+from vinn_policy.byol import BYOLConfig, train_byol
+from vinn_policy.demos.dataset import DemoFileError, Demos, load_demos, validate_file
+from vinn_policy.encoder import Encoder
+
+
+def ensure_demos(task: str, episodes: int, data_dir: str | Path = "data", noise: float = 0.1, image_size: int = 84,
+                 workers: int = 2, progress: bool = True) -> Demos:
+    """The first `episodes` demos of data/<task>_<image_size>px.hdf5, collecting (or appending) what is missing."""
+    from vinn_policy.demos.collect import CollectArgs, collect
+
+    path = Path(data_dir) / f"{task}_{image_size}px.hdf5"
+    have = 0
+    if path.exists():
+        try:
+            summary = validate_file(path)
+            if summary["env_args"].get("action_noise") != noise:
+                raise DemoFileError(f"{path} was collected with noise {summary['env_args'].get('action_noise')}, not {noise}")
+            have = summary["demos"]
+        except DemoFileError as e:
+            raise DemoFileError(f"Cached demonstrations are unusable ({e}); delete {path} to collect afresh.") from e
+    if have < episodes:
+        collect(CollectArgs(task=task, episodes=episodes - have, out=str(path), noise=noise, image_size=image_size,
+                            workers=workers, append=have > 0), progress=progress)
+    return load_demos(path, max_episodes=episodes)
+
+
+def frames_digest(frames: NDArray[np.uint8]) -> str:
+    digest = hashlib.sha256()
+    digest.update(str(frames.shape).encode())
+    digest.update(np.ascontiguousarray(frames).data)
+    return digest.hexdigest()
+
+
+def cached_byol(frames: NDArray[np.uint8], config: BYOLConfig, cache_dir: str | Path = "runs/cache", retrain: bool = False,
+                progress: bool = True) -> tuple[Encoder, dict]:
+    """A BYOL encoder for (frames, config), trained once and cached under cache_dir/byol-<hash>.
+
+    Training checkpoints into the same folder, so an interrupted run resumes where it stopped.
+
+    Returns:
+        (encoder, info): info has the cache path, whether it was cached, and the per-epoch losses.
+    """
+    key = hashlib.sha256((frames_digest(frames) + json.dumps(asdict(config), sort_keys=True)).encode()).hexdigest()[:16]
+    folder = Path(cache_dir) / f"byol-{key}"
+    final = folder / "encoder"
+    if final.exists() and not retrain:
+        try:
+            losses = json.loads((folder / "losses.json").read_text())
+            return Encoder.load(final), {"path": str(final), "cached": True, "losses": losses}
+        except (ArtefactError, OSError, json.JSONDecodeError):
+            pass  # unusable cache entry: train again (the atomic save replaces it)
+    if retrain and folder.exists():
+        shutil.rmtree(folder)
+    encoder, losses = train_byol(frames, config, checkpoint_dir=folder / "checkpoint", progress=progress)
+    atomic_write_text(folder / "losses.json", json.dumps(losses))
+    encoder.save(final)
+    shutil.rmtree(folder / "checkpoint", ignore_errors=True)  # only needed to resume an unfinished run
+    return encoder, {"path": str(final), "cached": False, "losses": losses}
