@@ -25,7 +25,7 @@ class Expert:
     def __init__(self) -> None:
         self.reset()
 
-    def reset(self) -> None:
+    def reset(self, seed: int | None = None) -> None:
         self.phase = 0
         self.t_phase = 0
 

@@ -46,7 +46,7 @@ class OpenLoopPolicy:
         firsts = [int(np.flatnonzero(episode_ids == e)[0]) for e in episodes]
         return cls(thumbnails(frames[firsts]), [actions[episode_ids == e] for e in episodes], image_key)
 
-    def reset(self) -> None:
+    def reset(self, seed: int | None = None) -> None:
         self.demo: int | None = None
         self.t = 0
 
@@ -77,7 +77,7 @@ class OpenLoopPolicy:
 
 
 class RandomPolicy:
-    """Uniform random actions in [low, high]^A (seeded; reset() does not re-seed)."""
+    """Uniform random actions in [low, high]^A; reset(seed=s) makes the episode's actions a function of (seed, s)."""
 
     def __init__(self, action_dim: int = 4, low: float = -1.0, high: float = 1.0, seed: int = 0) -> None:
         if action_dim < 1 or not low < high:
@@ -85,8 +85,9 @@ class RandomPolicy:
         self.action_dim, self.low, self.high, self.seed = action_dim, low, high, seed
         self.rng = np.random.default_rng(seed)
 
-    def reset(self) -> None:
-        """Nothing to forget."""
+    def reset(self, seed: int | None = None) -> None:
+        if seed is not None:
+            self.rng = np.random.default_rng([self.seed, seed])
 
     def act(self, obs: object) -> NDArray[np.float32]:
         return self.rng.uniform(self.low, self.high, self.action_dim).astype(np.float32)

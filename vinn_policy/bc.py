@@ -229,8 +229,8 @@ class BCPolicy:
         report = _train(step_loss, list(head.parameters()), [head], train_rows, val_rows, config, "BC-rep", progress)
         return cls(encoder, head, config, frozen=True, report=report)
 
-    def reset(self) -> None:
-        """BC is memoryless."""
+    def reset(self, seed: int | None = None) -> None:
+        """BC is memoryless and deterministic."""
 
     def act(self, obs: object) -> NDArray[np.float32]:
         images = extract_images(obs, self.config.image_key)

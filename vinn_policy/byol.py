@@ -236,4 +236,6 @@ def train_byol(
         if ckpt is not None and ((epoch + 1) % config.checkpoint_every == 0 or epoch + 1 == config.epochs):
             _save_checkpoint(ckpt, model, optimizer, config, epoch + 1, losses)
     bar.close()
-    return Encoder(config=config.encoder, trunk=model.online_encoder.cpu(), origin="byol"), losses
+    # Back to the default layout: a saved-and-loaded encoder then computes bit-identical embeddings.
+    trunk = model.online_encoder.to("cpu", memory_format=torch.contiguous_format)
+    return Encoder(config=config.encoder, trunk=trunk, origin="byol"), losses

@@ -93,8 +93,8 @@ class VINNPolicy:
         database = EmbeddingDatabase(embeddings, actions, episode_ids, frame_indices, gripper_index=gripper_index)
         return cls(encoder, database, config)
 
-    def reset(self) -> None:
-        """Start an episode. VINN is memoryless; this only clears the last neighbour set."""
+    def reset(self, seed: int | None = None) -> None:
+        """Start an episode. VINN is memoryless and deterministic; this only clears the last neighbour set."""
         self.last_neighbours = None
 
     def act(self, obs: object) -> NDArray[np.float32]:

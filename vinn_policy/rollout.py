@@ -17,9 +17,11 @@ from typing import Any, Protocol
 import numpy as np
 from numpy.typing import NDArray
 
+from vinn_policy.video import stack_frames
+
 
 class Policy(Protocol):
-    def reset(self) -> None: ...
+    def reset(self, seed: int | None = None) -> None: ...
     def act(self, obs: dict[str, NDArray]) -> NDArray[np.float32]: ...
 
 
@@ -48,6 +50,7 @@ def run_episode(
     action_noise: float = 0.0,
     record: bool = False,
     render: bool = False,
+    annotate: Callable[[dict, Any], NDArray[np.uint8]] | None = None,
 ) -> Episode:
     """Run one episode from reset(seed=seed) until termination or truncation.
 
@@ -57,17 +60,20 @@ def run_episode(
             seeded from `seed`, so an episode is reproducible.
         record: keep observations, actions, rewards, dones and MuJoCo states (for demonstration files).
         render: keep env.render() frames (for videos).
+        annotate: with render, `annotate(obs, policy)` after each act() gives an image strip placed under
+            the frame that shows the result of that action (e.g. VINN's neighbours).
     """
     start = time.perf_counter()
     noise_rng = np.random.default_rng([seed, 7919])
     obs, info = env.reset(seed=seed)
-    policy.reset()
+    policy.reset(seed=seed)  # stochastic policies derive their episode randomness from the seed
     rows: dict[str, list] = {"actions": [], "executed": [], "rewards": [], "dones": [], "states": []}
     obs_rows: dict[str, list] = {k: [] for k in obs} if record else {}
-    frames = [env.render()] if render else []
+    frames = [] if not render else [env.render()] if annotate is None else []
     steps, first_success, done = 0, None, False
     while not done:
         action = np.asarray(policy.act(obs), dtype=np.float32)
+        strip = annotate(obs, policy) if render and annotate is not None else None
         executed = action.copy()
         if action_noise > 0:
             executed[:3] = np.clip(executed[:3] + noise_rng.normal(0.0, action_noise, 3), -1.0, 1.0)
@@ -86,7 +92,7 @@ def run_episode(
             rows["rewards"].append(reward)
             rows["dones"].append(done)
         if render:
-            frames.append(env.render())
+            frames.append(env.render() if strip is None else stack_frames(env.render(), strip))
     episode = Episode(seed, bool(info["is_success"]), steps, time.perf_counter() - start, first_success, frames=frames)
     if record:
         episode.actions = np.asarray(rows["actions"], np.float32)
@@ -103,7 +109,7 @@ def run_episode(
 _worker: dict[str, Any] = {}
 
 
-def _init_worker(make_env: Callable[[], Any], make_policy: Callable[[], Policy], episode_kwargs: dict) -> None:
+def _init_worker(make_env: Callable[[], Any], episode_kwargs: dict) -> None:
     # Two processes saturate two cores only if neither spawns its own thread pool.
     os.environ["LP_NUM_THREADS"] = "1"
     os.environ["OMP_NUM_THREADS"] = "1"
@@ -113,11 +119,43 @@ def _init_worker(make_env: Callable[[], Any], make_policy: Callable[[], Policy],
         torch.set_num_threads(1)
     except ImportError:
         pass
-    _worker.update(env=make_env(), policy=make_policy(), kwargs=episode_kwargs)
+    _worker.update(env=make_env(), policies={}, kwargs=episode_kwargs)
 
 
-def _worker_episode(seed: int) -> Episode:
-    return run_episode(_worker["env"], _worker["policy"], seed, **_worker["kwargs"])
+def _run_job(job: tuple[str, Callable[[], Policy], int]) -> Episode:
+    key, make_policy, seed = job
+    if key not in _worker["policies"]:  # each worker builds each policy once
+        _worker["policies"][key] = make_policy()
+    return run_episode(_worker["env"], _worker["policies"][key], seed, **_worker["kwargs"])
+
+
+def run_jobs(
+    make_env: Callable[[], Any],
+    jobs: Sequence[tuple[str, Callable[[], Policy], int]],
+    workers: int = 1,
+    **episode_kwargs: Any,
+) -> Iterator[Episode]:
+    """Episodes for (policy key, make_policy, seed) jobs, in order, from `workers` processes (1 = this one).
+
+    Each worker makes one env and each policy once, so many methods share one pool. Results do not depend
+    on the number of workers: each episode is fixed by its seed.
+    """
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1; got {workers}.")
+    if workers == 1 or len(jobs) <= 1:
+        env, policies = make_env(), {}
+        try:
+            for key, make_policy, seed in jobs:
+                if key not in policies:
+                    policies[key] = make_policy()
+                yield run_episode(env, policies[key], seed, **episode_kwargs)
+        finally:
+            env.close()
+        return
+    # spawn: MuJoCo's GL context and torch's thread pool do not survive fork.
+    ctx = mp.get_context("spawn")
+    with ctx.Pool(min(workers, len(jobs)), _init_worker, (make_env, episode_kwargs)) as pool:
+        yield from pool.imap(_run_job, list(jobs))
 
 
 def rollouts(
@@ -127,21 +165,5 @@ def rollouts(
     workers: int = 1,
     **episode_kwargs: Any,
 ) -> Iterator[Episode]:
-    """Episodes for `seeds`, in order, from `workers` processes (1 = this process).
-
-    Results do not depend on the number of workers: each episode is fixed by its seed.
-    """
-    if workers < 1:
-        raise ValueError(f"workers must be >= 1; got {workers}.")
-    if workers == 1 or len(seeds) <= 1:
-        env, policy = make_env(), make_policy()
-        try:
-            for seed in seeds:
-                yield run_episode(env, policy, int(seed), **episode_kwargs)
-        finally:
-            env.close()
-        return
-    # spawn: MuJoCo's GL context and torch's thread pool do not survive fork.
-    ctx = mp.get_context("spawn")
-    with ctx.Pool(min(workers, len(seeds)), _init_worker, (make_env, make_policy, episode_kwargs)) as pool:
-        yield from pool.imap(_worker_episode, [int(s) for s in seeds])
+    """Episodes of one policy for `seeds`, in order (see run_jobs)."""
+    yield from run_jobs(make_env, [("policy", make_policy, int(s)) for s in seeds], workers, **episode_kwargs)

@@ -1,0 +1,14 @@
+"""Closed-loop push: VINN against the baselines on the same held-out seeds (pipeline: vinn_policy.benchmark).
+
+    python benchmarks/run_push.py                 # CPU defaults -> benchmarks/results/push/
+    python benchmarks/run_push.py --smoke         # about a minute
+    python benchmarks/run_push.py --paper         # ResNet-50, 224 px, 100 BYOL epochs (GPU)
+    python benchmarks/run_push.py --replay 1000003 --method vinn   # one episode again, with video
+"""
+
+import tyro
+
+from vinn_policy.benchmark import BenchmarkArgs, main
+
+if __name__ == "__main__":
+    main(tyro.cli(BenchmarkArgs, default=BenchmarkArgs(task="push")))

@@ -1,0 +1,66 @@
+"""The benchmark scripts run end to end on their smoke presets and write JSON + markdown (+ PNG)."""
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from vinn_policy import BYOLConfig, EncoderConfig
+from vinn_policy.pipeline import cached_byol
+
+from .conftest import make_episodes
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def load_script(name: str):
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_cached_byol_trains_once_then_reuses(tmp_path):
+    frames = make_episodes(n_episodes=2, length=4)[0]
+    config = BYOLConfig(encoder=EncoderConfig(image_size=32), epochs=1, batch_size=4, hidden_dim=16, projection_dim=8)
+    first, info = cached_byol(frames, config, tmp_path, progress=False)
+    again, info2 = cached_byol(frames, config, tmp_path, progress=False)
+    assert not info["cached"] and info2["cached"] and info2["losses"] == info["losses"]
+    np.testing.assert_array_equal(first.embed(frames[:2]), again.embed(frames[:2]))
+    assert not (Path(info["path"]).parent / "checkpoint").exists()  # resume state is dropped once finished
+    _, other = cached_byol(frames[::-1].copy(), config, tmp_path, progress=False)  # other data -> other entry
+    assert not other["cached"] and other["path"] != info["path"]
+
+
+@pytest.mark.slow
+def test_perf_smoke(tmp_path):
+    data = load_script("perf").main(load_script("perf").Args(smoke=True, out=str(tmp_path)))
+    assert data["byol"]["images_per_s"] > 0 and data["act"][0]["act"]["median_ms"] > 0
+    assert json.loads((tmp_path / "perf.json").read_text())["act"][0]["frames"] == 1000
+
+
+@pytest.mark.sim
+@pytest.mark.slow
+def test_offline_smoke(tmp_path):
+    offline = load_script("offline")
+    args = offline.Args(smoke=True, tasks=("stack",), out=str(tmp_path), data_dir=str(tmp_path / "data"),
+                        cache_dir=str(tmp_path / "cache"))
+    data = offline.main(args)
+    methods = data["tasks"]["stack"]["methods"]
+    assert {"vinn", "vinn_random", "bc", "bc_rep", "open_loop", "random"} <= set(methods)
+    assert "| VINN (BYOL kNN) |" in (tmp_path / "offline.md").read_text()
+    assert (tmp_path / "offline.png").stat().st_size > 1000
+
+
+@pytest.mark.sim
+@pytest.mark.slow
+def test_experts_smoke(tmp_path):
+    experts = load_script("experts")
+    data = experts.main(experts.Args(smoke=True, tasks=("push",), out=str(tmp_path)))
+    row = data["tasks"]["push"]
+    assert row["no_noise"]["episodes"] == 4 and row["steps_per_s"]["2_processes"] > 0
+    assert (tmp_path / "experts.md").exists()

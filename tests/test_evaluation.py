@@ -1,0 +1,71 @@
+"""Closed-loop statistics (Wilson intervals, paired McNemar) and the run_<task> pipeline end to end."""
+
+import json
+
+import pytest
+
+from vinn_policy.evaluation import paired_comparison, summarize, wilson_interval
+
+from .test_benchmarks import load_script
+
+
+@pytest.mark.parametrize(
+    "s, n, expected",
+    [(8, 10, (0.4902, 0.9433)), (0, 10, (0.0, 0.2775)), (50, 50, (0.9287, 1.0)), (40, 50, (0.6696, 0.8876))],
+)
+def test_wilson_interval_known_values(s, n, expected):
+    assert wilson_interval(s, n) == pytest.approx(expected, abs=1e-4)
+
+
+def test_paired_comparison_counts_and_exact_mcnemar():
+    a = {i: i < 8 for i in range(10)}  # succeeds on 0..7
+    b = {i: i < 2 or i == 9 for i in range(10)}  # succeeds on 0, 1, 9
+    p = paired_comparison(a, b)
+    assert (p["both"], p["only_a"], p["only_b"], p["neither"]) == (2, 6, 1, 1)
+    assert p["mcnemar_p"] == pytest.approx(0.125)  # two-sided binomial, 1 of 7 discordant pairs
+    assert paired_comparison(a, a)["mcnemar_p"] == 1.0
+
+
+def test_summarize_rows():
+    rows = [{"method": m, "seed": s, "success": ok, "steps": 10} for m, oks in (("vinn", [1, 1, 0]), ("bc", [0, 1, 0]))
+            for s, ok in enumerate(oks)]
+    summary = summarize(rows)
+    assert summary["methods"]["vinn"]["successes"] == 2 and summary["methods"]["bc"]["episodes"] == 3
+    assert summary["paired"]["bc"]["only_a"] == 1
+
+
+@pytest.mark.sim
+@pytest.mark.slow
+@pytest.mark.parametrize("task", ["door", "push", "stack"])
+def test_run_task_smoke_end_to_end_and_replay(tmp_path, task):
+    script = load_script(f"run_{task}")
+    args = script.BenchmarkArgs(task=task, smoke=True, out=str(tmp_path / "report"), run_dir=str(tmp_path / "run"),
+                                data_dir=str(tmp_path / "data"), cache_dir=str(tmp_path / "cache"))
+    results = script.main(args)
+    saved = json.loads((tmp_path / "report" / "results.json").read_text())
+    for key in ("args", "environment", "summary", "episodes", "offline", "act_latency_ms", "stage_seconds", "k"):
+        assert key in saved
+    methods = set(saved["summary"]["methods"])
+    assert methods == {"vinn", "vinn_random", "bc", "bc_rep", "open_loop", "random"}
+    seeds = {m: sorted(r["seed"] for r in saved["episodes"] if r["method"] == m) for m in methods}
+    assert len({tuple(s) for s in seeds.values()}) == 1 and len(seeds["vinn"]) == 4  # same seeds for all
+    assert min(seeds["vinn"]) >= 1_000_000  # disjoint from demonstration seeds
+    report = (tmp_path / "report" / "report.md").read_text()
+    assert "Wilson 95%" in report and "McNemar" in report
+    assert (tmp_path / "report" / "success.png").stat().st_size > 1000
+    video = results["videos"][0]
+    assert video["reproduces_evaluation"] and (tmp_path / "run" / "videos").exists()
+
+    row = next(r for r in saved["episodes"] if r["method"] == "bc")
+    replay_args = script.BenchmarkArgs(task=task, smoke=True, out=str(tmp_path / "report"), run_dir=str(tmp_path / "run"),
+                                       replay=row["seed"], method="bc")
+    replayed = script.main(replay_args)
+    assert replayed["reproduces"] and replayed["steps"] == row["steps"]
+
+
+def test_bad_arguments_are_refused():
+    script = load_script("run_door")
+    with pytest.raises(ValueError, match="available"):
+        script.BenchmarkArgs(methods=("vinn", "gail"))
+    with pytest.raises(ValueError, match="imagenet-weights"):
+        script.BenchmarkArgs(encoder="imagenet")

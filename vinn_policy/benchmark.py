@@ -1,0 +1,345 @@
+"""The closed-loop benchmark behind benchmarks/run_<task>.py: demos -> encoder -> policies -> evaluation -> report.
+
+Every stage is cached or saved as an artefact, so a crash never corrupts what an earlier run produced:
+demonstrations in data/, BYOL encoders in runs/cache/ (keyed by data + config), policies under the run
+directory. All methods are evaluated on the same held-out env seeds (disjoint from demonstration seeds).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from vinn_policy.baselines import OpenLoopPolicy, RandomPolicy, load_policy
+from vinn_policy.bc import BCConfig, BCPolicy
+from vinn_policy.byol import BYOLConfig
+from vinn_policy.demos.collect import EVAL_SEED_BASE
+from vinn_policy.demos.dataset import Demos
+from vinn_policy.encoder import Encoder, EncoderConfig
+from vinn_policy.evaluation import evaluate_methods, summarize
+from vinn_policy.offline import OfflineConfig, gripper_accuracy, knn_curve, translation_mse
+from vinn_policy.pipeline import cached_byol, ensure_demos
+from vinn_policy.policy import VINNPolicy
+from vinn_policy.results import environment, time_calls
+from vinn_policy.rollout import run_episode
+from vinn_policy.video import neighbour_annotator, write_mp4
+
+METHODS = ("vinn", "vinn_random", "bc", "bc_rep", "open_loop", "random")
+GRIPPER = 3
+
+
+@dataclass
+class BenchmarkArgs:
+    """Settings of one closed-loop benchmark run (CPU defaults; --smoke and --paper are presets)."""
+
+    task: str = "door"
+    demos: int = 50
+    """Training demonstrations; 20% more (at least 2) are collected as validation episodes."""
+    episodes: int = 50
+    """Closed-loop evaluation episodes per method (the same env seeds for every method)."""
+    k: int | None = None
+    """VINN's neighbours; default: chosen on the validation episodes (offline error)."""
+    encoder: str = "byol"
+    """VINN's encoder: byol, random (untrained) or imagenet (needs --imagenet-weights)."""
+    imagenet_weights: str | None = None
+    methods: tuple[str, ...] = METHODS
+    workers: int = 2
+    seed: int = 0
+    """Evaluation seeds are EVAL_SEED_BASE + 1000 * seed + i."""
+    out: str | None = None
+    """Report directory (default benchmarks/results/<task>; runs/smoke-<task> with --smoke)."""
+    run_dir: str | None = None
+    """Policies and videos (default runs/<task>)."""
+    data_dir: str = "data"
+    cache_dir: str = "runs/cache"
+    image_size: int = 84
+    horizon: int | None = None
+    """Episode step limit (default: the task's)."""
+    byol_epochs: int = 6
+    bc_epochs: int = 10
+    videos: int = 2
+    """Episodes per method written as MP4 (not committed)."""
+    k_sweep: tuple[int, ...] = ()
+    """Closed-loop VINN success for these k as well (e.g. 1 5 10 20 50)."""
+    demo_sweep: tuple[int, ...] = ()
+    """Closed-loop VINN, BC-rep and BC for these training-demo counts (VINN just uses a subset database)."""
+    replay: int | None = None
+    """Re-run one seed with --method from the saved policies and write its video; skips everything else."""
+    method: str = "vinn"
+    retrain: bool = False
+    """Retrain the BYOL encoder even if cached."""
+    smoke: bool = False
+    """About a minute: tiny images, demos, epochs and episodes (for tests)."""
+    paper: bool = False
+    """The paper's settings: ResNet-50, 224 px, 100 BYOL epochs, paper batch sizes (a GPU job)."""
+
+    def __post_init__(self) -> None:
+        unknown = set(self.methods) - set(METHODS)
+        if unknown:
+            raise ValueError(f"Unknown methods {sorted(unknown)}; available: {list(METHODS)}")
+        if self.encoder not in ("byol", "random", "imagenet"):
+            raise ValueError(f"--encoder must be byol, random or imagenet; got {self.encoder!r}")
+        if self.encoder == "imagenet" and not self.imagenet_weights:
+            raise ValueError("--encoder imagenet needs --imagenet-weights PATH (a local torchvision ResNet file).")
+        if self.smoke:
+            self.demos, self.episodes, self.image_size, self.byol_epochs, self.bc_epochs = 4, 4, 32, 1, 1
+            self.horizon = self.horizon or 40
+            self.videos = min(self.videos, 1)
+
+    @property
+    def report_dir(self) -> Path:
+        return Path(self.out or (f"runs/smoke-{self.task}" if self.smoke else f"benchmarks/results/{self.task}"))
+
+    @property
+    def work_dir(self) -> Path:
+        return Path(self.run_dir or (f"runs/smoke-{self.task}" if self.smoke else f"runs/{self.task}"))
+
+    @property
+    def val_demos(self) -> int:
+        return max(2, round(0.2 * self.demos))
+
+    def encoder_config(self) -> EncoderConfig:
+        return EncoderConfig.paper() if self.paper else EncoderConfig(image_size=self.image_size)
+
+    def byol_config(self) -> BYOLConfig:
+        if self.paper:
+            return BYOLConfig.paper()
+        extra = {"batch_size": 16, "hidden_dim": 128} if self.smoke else {}
+        return BYOLConfig(encoder=self.encoder_config(), epochs=self.byol_epochs, **extra)
+
+    def bc_config(self, representation: bool = False) -> BCConfig:
+        if self.paper:
+            return replace(BCConfig.paper(representation), gripper_index=GRIPPER)
+        return BCConfig(encoder=self.encoder_config(), epochs=self.bc_epochs, gripper_index=GRIPPER,
+                        batch_size=16 if self.smoke else 64)
+
+    def eval_seeds(self) -> list[int]:
+        return [EVAL_SEED_BASE + 1000 * self.seed + i for i in range(self.episodes)]
+
+
+class Stages:
+    """Wall time of each named stage; a failing stage is reported by name."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    def run(self, name: str, fn, *args, **kwargs):
+        t = time.perf_counter()
+        print(f"[{name}] ...", flush=True)
+        try:
+            return fn(*args, **kwargs)
+        except Exception as e:
+            raise RuntimeError(f"stage '{name}' failed: {type(e).__name__}: {e}") from e
+        finally:
+            self.seconds[name] = round(time.perf_counter() - t, 1)
+
+
+def _choose_k(encoder_embeddings: np.ndarray, data: Demos, train_rows: np.ndarray, val_rows: np.ndarray) -> tuple[int, dict]:
+    curve = knn_curve(encoder_embeddings, data.actions, data.episode_ids, train_rows, val_rows, OfflineConfig(gripper_index=GRIPPER))
+    return int(curve["k"][int(np.argmin(curve["mse"]))]), curve
+
+
+def build_encoder(args: BenchmarkArgs, frames: np.ndarray) -> tuple[Encoder, dict]:
+    if args.encoder == "byol":
+        return cached_byol(frames, args.byol_config(), args.cache_dir, retrain=args.retrain)
+    if args.encoder == "imagenet":
+        return Encoder.imagenet(args.imagenet_weights, args.encoder_config()), {"cached": False}
+    torch.manual_seed(args.seed)
+    return Encoder(args.encoder_config()), {"cached": False}
+
+
+def train_policies(args: BenchmarkArgs, data: Demos, n_train: int, encoder: Encoder, policy_dir: Path,
+                   k: int | None = None) -> dict[str, Any]:
+    """Fit every requested method on the first n_train episodes (validation: the last val_demos); save them."""
+    train_rows = np.flatnonzero(data.episode_ids < n_train)
+    val_rows = np.flatnonzero(data.episode_ids >= data.num_episodes - args.val_demos)
+    rows = np.concatenate([train_rows, val_rows])
+    val_eps = np.unique(data.episode_ids[val_rows])
+    frames, actions, eps = data.frames[train_rows], data.actions[train_rows], data.episode_ids[train_rows]
+    info: dict[str, Any] = {"train_episodes": n_train, "val_episodes": len(val_eps), "train_seconds": {}, "paths": {}}
+
+    def timed(name: str, fit) -> None:
+        t = time.perf_counter()
+        policy = fit()
+        info["train_seconds"][name] = round(time.perf_counter() - t, 1)
+        info["paths"][name] = str(policy.save(policy_dir / name))
+
+    if {"vinn", "vinn_random"} & set(args.methods):
+        embeddings = encoder.embed(data.frames)
+        chosen, curve = _choose_k(embeddings, data, train_rows, val_rows)
+        info["k"], info["k_curve_val"] = k or args.k or chosen, curve
+    if "vinn" in args.methods:
+        timed("vinn", lambda: VINNPolicy.fit(frames, actions, eps, encoder=encoder, k=info["k"], gripper_index=GRIPPER))
+    if "vinn_random" in args.methods:
+        torch.manual_seed(args.seed)
+        untrained = Encoder(encoder.config)
+        timed("vinn_random", lambda: VINNPolicy.fit(frames, actions, eps, encoder=untrained, k=info["k"], gripper_index=GRIPPER))
+    if "bc" in args.methods:
+        timed("bc", lambda: BCPolicy.fit_end_to_end(data.frames[rows], data.actions[rows], data.episode_ids[rows],
+                                                    args.bc_config(), val_episodes=val_eps))
+    if "bc_rep" in args.methods:
+        timed("bc_rep", lambda: BCPolicy.fit_on_features(data.frames[rows], data.actions[rows], data.episode_ids[rows], encoder,
+                                                         args.bc_config(representation=True), val_episodes=val_eps))
+    if "open_loop" in args.methods:
+        timed("open_loop", lambda: OpenLoopPolicy.fit(frames, actions, eps))
+    if "random" in args.methods:
+        timed("random", lambda: RandomPolicy(action_dim=actions.shape[1], seed=args.seed))
+    info["offline"] = offline_errors(info["paths"], data, val_rows)
+    return info
+
+
+def offline_errors(paths: dict[str, str], data: Demos, rows: np.ndarray) -> dict[str, dict[str, float]]:
+    """Translation MSE and gripper accuracy of each saved policy on the validation frames."""
+    errors = {}
+    target = data.actions[rows]
+    for name, path in paths.items():
+        policy = load_policy(path)
+        if hasattr(policy, "act_batch"):
+            pred = policy.act_batch(data.frames[rows])
+        else:  # open-loop and random act step by step within each episode
+            pred = np.empty_like(target)
+            for e in np.unique(data.episode_ids[rows]):
+                ep_rows = np.flatnonzero(data.episode_ids[rows] == e)
+                policy.reset(seed=int(e))
+                pred[ep_rows] = np.stack([policy.act({"image": data.frames[rows][ep_rows[0]]}) for _ in ep_rows])
+        errors[name] = {"mse": translation_mse(pred, target), "gripper_accuracy": gripper_accuracy(pred, target, GRIPPER)}
+    return errors
+
+
+def act_latency(paths: dict[str, str], image: np.ndarray) -> dict[str, float]:
+    """Median act() milliseconds of each policy on one image (in this process, torch's default threads)."""
+    out = {}
+    for name, path in paths.items():
+        policy = load_policy(path)
+        policy.reset(seed=0)
+        out[name] = time_calls(lambda p=policy: p.act({"image": image}), repeats=30)["median_ms"]
+    return out
+
+
+def record_videos(args: BenchmarkArgs, paths: dict[str, str], data: Demos, rows_by_key: dict, video_dir: Path) -> list[dict]:
+    """Re-run the first `videos` seeds of each method with rendering; check they reproduce the evaluation."""
+    from vinn_policy.envs import make_env
+
+    env = make_env(args.task, image_size=args.image_size, render_size=256, horizon=args.horizon)
+    written = []
+    try:
+        for name, path in paths.items():
+            policy = load_policy(path)
+            annotate = None
+            if name in ("vinn", "vinn_random"):
+                train_rows = np.flatnonzero(data.episode_ids < len(np.unique(policy.database.episode_ids)))
+                annotate = neighbour_annotator(data.frames[train_rows])
+            for seed in args.eval_seeds()[: args.videos]:
+                episode = run_episode(env, policy, seed, render=True, annotate=annotate)
+                file = write_mp4(video_dir / f"{name}_seed{seed}.mp4", episode.frames)
+                ref = rows_by_key.get((name, seed))
+                reproduced = ref is None or (ref["success"] == episode.success and ref["steps"] == episode.steps)
+                written.append({"method": name, "seed": seed, "file": str(file), "success": episode.success,
+                                "steps": episode.steps, "reproduces_evaluation": reproduced})
+    finally:
+        env.close()
+    return written
+
+
+def run(args: BenchmarkArgs) -> dict[str, Any]:
+    """The whole benchmark; returns (and writes) the results."""
+    from vinn_policy.envs import make_env
+    from vinn_policy.report import write_report
+
+    start = time.perf_counter()
+    stages = Stages()
+    run_dir, out = args.work_dir, args.report_dir
+    data = stages.run("demonstrations", ensure_demos, args.task, args.demos + args.val_demos, args.data_dir,
+                      image_size=args.image_size)
+    train_frames = data.frames[data.episode_ids < args.demos]
+    encoder, encoder_info = stages.run("encoder", build_encoder, args, train_frames)
+    trained = stages.run("policies", train_policies, args, data, args.demos, encoder, run_dir / "policies")
+    make = functools.partial(make_env, args.task, image_size=args.image_size, render_mode=None, horizon=args.horizon)
+    rows = stages.run("evaluation", evaluate_methods, make, trained["paths"], args.eval_seeds(), args.workers)
+    summary = summarize(rows)
+
+    sweeps: dict[str, Any] = {}
+    if args.k_sweep:
+        sweeps["k"] = stages.run("k sweep", _k_sweep, args, data, encoder, run_dir, make)
+    if args.demo_sweep:
+        sweeps["demos"] = stages.run("demo sweep", _demo_sweep, args, data, encoder, run_dir, make)
+    latency = stages.run("latency", act_latency, trained["paths"], data.frames[0])
+    by_key = {(r["method"], r["seed"]): r for r in rows}
+    videos = stages.run("videos", record_videos, args, trained["paths"], data, by_key, run_dir / "videos") if args.videos else []
+    results = {
+        "args": asdict(args), "environment": environment(), "demos": {"train": args.demos, "val": args.val_demos,
+                                                                       "frames": int(len(data.frames))},
+        "encoder": {"kind": args.encoder, **{k: v for k, v in encoder_info.items() if k != "losses"},
+                    "byol_losses": encoder_info.get("losses"), "config": asdict(encoder.config)},
+        "k": trained.get("k"), "k_curve_val": trained.get("k_curve_val"), "train_seconds": trained["train_seconds"],
+        "offline": trained["offline"], "summary": summary, "episodes": rows, "sweeps": sweeps,
+        "act_latency_ms": latency, "videos": videos, "stage_seconds": stages.seconds,
+        "wall_seconds": round(time.perf_counter() - start, 1),
+    }
+    write_report(out, results)
+    return results
+
+
+def _k_sweep(args: BenchmarkArgs, data: Demos, encoder: Encoder, run_dir: Path, make) -> dict[str, Any]:
+    from vinn_policy.evaluation import summarize as summ
+
+    out = {}
+    train_rows = np.flatnonzero(data.episode_ids < args.demos)
+    for k in args.k_sweep:
+        policy = VINNPolicy.fit(data.frames[train_rows], data.actions[train_rows], data.episode_ids[train_rows],
+                                encoder=encoder, k=k, gripper_index=GRIPPER)
+        path = policy.save(run_dir / "sweep" / f"vinn_k{k}")
+        rows = evaluate_methods(make, {f"vinn_k{k}": path}, args.eval_seeds(), args.workers)
+        out[str(k)] = summ(rows)["methods"][f"vinn_k{k}"]
+    return out
+
+
+def _demo_sweep(args: BenchmarkArgs, data: Demos, encoder: Encoder, run_dir: Path, make) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    methods = [m for m in ("vinn", "bc_rep", "bc") if m in args.methods]
+    for n in args.demo_sweep:
+        if n > args.demos:
+            raise ValueError(f"--demo-sweep {n} exceeds --demos {args.demos}")
+        sub = replace(args, methods=tuple(methods))
+        trained = train_policies(sub, data, n, encoder, run_dir / "sweep" / f"demos{n}")
+        rows = evaluate_methods(make, trained["paths"], args.eval_seeds(), args.workers)
+        out[str(n)] = {"summary": summarize(rows)["methods"], "offline": trained["offline"], "k": trained.get("k")}
+    return out
+
+
+def replay(args: BenchmarkArgs) -> dict[str, Any]:
+    """Re-run one evaluation seed of a saved run exactly and write its video."""
+    from vinn_policy.envs import make_env
+
+    path = args.work_dir / "policies" / args.method
+    policy = load_policy(path)
+    env = make_env(args.task, image_size=args.image_size, render_size=256, horizon=args.horizon)
+    try:
+        episode = run_episode(env, policy, args.replay, render=True)
+    finally:
+        env.close()
+    video = write_mp4(args.work_dir / "videos" / f"replay_{args.method}_seed{args.replay}.mp4", episode.frames)
+    result = {"method": args.method, "seed": args.replay, "success": episode.success, "steps": episode.steps, "video": str(video)}
+    results_file = args.report_dir / "results.json"
+    if results_file.exists():
+        ref = [r for r in json.loads(results_file.read_text())["episodes"] if r["method"] == args.method and r["seed"] == args.replay]
+        if ref:
+            result["recorded"] = {"success": ref[0]["success"], "steps": ref[0]["steps"]}
+            result["reproduces"] = ref[0]["success"] == episode.success and ref[0]["steps"] == episode.steps
+    print(json.dumps(result))
+    return result
+
+
+def main(args: BenchmarkArgs) -> dict[str, Any]:
+    """Entry point of run_<task>.py: exits non-zero with the failing stage's name on any error."""
+    try:
+        return replay(args) if args.replay is not None else run(args)
+    except Exception as e:
+        raise SystemExit(f"run_{args.task}: {e}") from e

@@ -1,0 +1,90 @@
+"""Closed-loop evaluation: every method on the same seeds, success intervals and paired comparisons."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy.stats import binomtest
+from tqdm.auto import tqdm
+
+from vinn_policy.baselines import load_policy
+from vinn_policy.rollout import Episode, run_jobs
+
+
+def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval for a success rate (scipy's binomtest)."""
+    if n == 0:
+        return (0.0, 1.0)
+    ci = binomtest(successes, n).proportion_ci(confidence_level=confidence, method="wilson")
+    return (float(ci.low), float(ci.high))
+
+
+def paired_comparison(a: dict[int, bool], b: dict[int, bool]) -> dict[str, Any]:
+    """Per-seed comparison of two methods on the same seeds, with the exact McNemar test.
+
+    Returns counts of seeds where both / only a / only b / neither succeeded and the two-sided p-value of
+    the discordant pairs under "no difference" (binomial with p = 1/2).
+    """
+    seeds = sorted(set(a) & set(b))
+    only_a = sum(a[s] and not b[s] for s in seeds)
+    only_b = sum(b[s] and not a[s] for s in seeds)
+    both = sum(a[s] and b[s] for s in seeds)
+    p = float(binomtest(only_a, only_a + only_b, 0.5).pvalue) if only_a + only_b else 1.0
+    return {"seeds": len(seeds), "both": both, "only_a": only_a, "only_b": only_b, "neither": len(seeds) - both - only_a - only_b,
+            "mcnemar_p": p}
+
+
+def evaluate_methods(
+    make_env: Callable[[], Any],
+    policy_dirs: dict[str, str | Path],
+    seeds: Sequence[int],
+    workers: int = 2,
+    progress: bool = True,
+) -> list[dict[str, Any]]:
+    """Roll out every saved policy on the same seeds; one row per (method, seed).
+
+    Workers load each policy from its artefact directory, so what is evaluated is exactly what was saved.
+    """
+    jobs = [(m, functools.partial(load_policy, str(p)), int(s)) for m, p in policy_dirs.items() for s in seeds]
+    rows: list[dict[str, Any]] = []
+    bar, successes = None, 0
+    for i, episode in enumerate(run_jobs(make_env, jobs, workers)):
+        method = jobs[i][0]
+        if i % len(seeds) == 0:  # one bar per method, with its running success rate
+            if bar is not None:
+                bar.close()
+            bar, successes = tqdm(total=len(seeds), desc=f"eval {method}", unit="ep", disable=not progress), 0
+        successes += episode.success
+        rows.append(episode_row(method, episode))
+        bar.update(1)
+        bar.set_postfix(success=f"{successes / (i % len(seeds) + 1):.0%}")
+    if bar is not None:
+        bar.close()
+    return rows
+
+
+def episode_row(method: str, episode: Episode) -> dict[str, Any]:
+    return {"method": method, "seed": episode.seed, "success": episode.success, "steps": episode.steps,
+            "first_success_step": episode.first_success_step, "wall_time": round(episode.wall_time, 3)}
+
+
+def summarize(rows: list[dict[str, Any]], reference: str = "vinn") -> dict[str, Any]:
+    """Per-method success with Wilson intervals, and each method paired against `reference`."""
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    by_method = {m: {r["seed"]: bool(r["success"]) for r in rows if r["method"] == m} for m in methods}
+    summary: dict[str, Any] = {"methods": {}, "paired": {}}
+    for m in methods:
+        outcomes = by_method[m]
+        s, n = sum(outcomes.values()), len(outcomes)
+        steps = [r["steps"] for r in rows if r["method"] == m and r["success"]]
+        summary["methods"][m] = {"successes": s, "episodes": n, "success_rate": s / n if n else 0.0,
+                                 "wilson_95": wilson_interval(s, n), "mean_steps_success": float(np.mean(steps)) if steps else None}
+    if reference in by_method:
+        for m in methods:
+            if m != reference:
+                summary["paired"][m] = paired_comparison(by_method[reference], by_method[m])
+    return summary

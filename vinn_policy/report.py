@@ -1,0 +1,134 @@
+"""The benchmark report: results.json, report.md and PNG plots in one directory."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+from vinn_policy.artefact import atomic_write_text
+from vinn_policy.results import markdown_table
+
+NAMES = {"vinn": "VINN", "vinn_random": "kNN, untrained encoder", "bc": "BC end-to-end", "bc_rep": "BC-rep",
+         "open_loop": "Open-loop", "random": "Random"}
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.0f}%"
+
+
+def success_table(summary: dict[str, Any], offline: dict[str, Any], latency: dict[str, float], train_s: dict[str, float]) -> str:
+    rows = []
+    for m, s in summary["methods"].items():
+        lo, hi = s["wilson_95"]
+        off = offline.get(m, {})
+        rows.append([NAMES.get(m, m), f"{s['successes']}/{s['episodes']} = {_pct(s['success_rate'])}", f"[{_pct(lo)}, {_pct(hi)}]",
+                     f"{s['mean_steps_success']:.0f}" if s["mean_steps_success"] else "–",
+                     f"{off['mse']:.4f}" if off else "–", _pct(off["gripper_accuracy"]) if off else "–",
+                     f"{latency.get(m, float('nan')):.1f}", f"{train_s.get(m, 0):.0f}"])
+    return markdown_table(["method", "closed-loop success", "Wilson 95%", "steps (successes)", "offline MSE (val)",
+                           "gripper acc (val)", "act() ms", "fit (s)"], rows)
+
+
+def paired_table(summary: dict[str, Any]) -> str:
+    rows = [[NAMES.get(m, m), p["both"], p["only_a"], p["only_b"], p["neither"], f"{p['mcnemar_p']:.3g}"]
+            for m, p in summary["paired"].items()]
+    return markdown_table(["VINN vs", "both succeed", "only VINN", "only baseline", "neither", "McNemar p (exact)"], rows)
+
+
+def plot_success(summary: dict[str, Any], path: Path, title: str) -> None:
+    methods = list(summary["methods"])
+    rates = [summary["methods"][m]["success_rate"] for m in methods]
+    lo = [r - summary["methods"][m]["wilson_95"][0] for m, r in zip(methods, rates, strict=True)]
+    hi = [summary["methods"][m]["wilson_95"][1] - r for m, r in zip(methods, rates, strict=True)]
+    fig, ax = plt.subplots(figsize=(1.3 * len(methods) + 2, 3.2))
+    ax.bar(range(len(methods)), rates, yerr=[lo, hi], capsize=4, color=["C0" if m == "vinn" else "C7" for m in methods])
+    ax.set_xticks(range(len(methods)), [NAMES.get(m, m) for m in methods], rotation=20, ha="right", fontsize=8)
+    ax.set(ylim=(0, 1.05), ylabel="success (Wilson 95%)", title=title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_k(results: dict[str, Any], path: Path) -> None:
+    curve = results.get("k_curve_val")
+    if not curve:
+        return
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    ax.plot(curve["k"], curve["mse"], label="offline MSE (validation)")
+    ax.axvline(results["k"], color="grey", ls=":", label=f"k = {results['k']}")
+    ax.set(xlabel="k", ylabel="translation MSE")
+    sweep = results["sweeps"].get("k")
+    if sweep:
+        ax2 = ax.twinx()
+        ks = [int(k) for k in sweep]
+        ax2.errorbar(ks, [sweep[str(k)]["success_rate"] for k in ks], fmt="o-", color="C1",
+                     yerr=[[sweep[str(k)]["success_rate"] - sweep[str(k)]["wilson_95"][0] for k in ks],
+                           [sweep[str(k)]["wilson_95"][1] - sweep[str(k)]["success_rate"] for k in ks]], label="closed-loop success")
+        ax2.set(ylabel="VINN success", ylim=(0, 1.05))
+    ax.legend(fontsize=7, loc="upper center")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_demos(results: dict[str, Any], path: Path) -> None:
+    sweep = results["sweeps"].get("demos")
+    if not sweep:
+        return
+    counts = [int(n) for n in sweep]
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    for m in sweep[str(counts[0])]["summary"]:
+        rates = [sweep[str(n)]["summary"][m]["success_rate"] for n in counts]
+        err = [[r - sweep[str(n)]["summary"][m]["wilson_95"][0] for r, n in zip(rates, counts, strict=True)],
+               [sweep[str(n)]["summary"][m]["wilson_95"][1] - r for r, n in zip(rates, counts, strict=True)]]
+        ax.errorbar(counts, rates, yerr=err, fmt="o-", capsize=3, label=NAMES.get(m, m))
+    ax.set(xlabel="training demonstrations", ylabel="success (Wilson 95%)", ylim=(0, 1.05))
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_report(out: str | Path, results: dict[str, Any]) -> None:
+    out = Path(out)
+    args = results["args"]
+    summary = results["summary"]
+    title = f"{args['task']}: {args['episodes']} episodes per method"
+    md = [f"# Closed-loop benchmark: {args['task']}\n",
+          f"{results['environment']['date']} · {args['demos']} training demos (+{results['demos']['val']} validation) · "
+          f"{args['episodes']} evaluation episodes per method on the same held-out seeds · VINN k = {results['k']} "
+          f"({'fixed' if args['k'] else 'chosen on validation'}) · encoder: {results['encoder']['kind']} "
+          f"{results['encoder']['config']['arch']} at {results['encoder']['config']['image_size']} px"
+          f"{' (cached)' if results['encoder'].get('cached') else ''} · total wall time {results['wall_seconds'] / 60:.1f} min\n",
+          "## Success\n", success_table(summary, results["offline"], results["act_latency_ms"], results["train_seconds"]),
+          "\n![success](success.png)\n"]
+    if summary["paired"]:
+        md += ["## Paired per-seed comparison\n", paired_table(summary)]
+    if results["sweeps"].get("k"):
+        md += ["\n## VINN success vs k\n", markdown_table(["k", "success", "Wilson 95%"], [
+            [k, _pct(s["success_rate"]), f"[{_pct(s['wilson_95'][0])}, {_pct(s['wilson_95'][1])}]"] for k, s in results["sweeps"]["k"].items()])]
+    if results["sweeps"].get("demos"):
+        sweep = results["sweeps"]["demos"]
+        methods = list(next(iter(sweep.values()))["summary"])
+        md += ["\n## Success vs number of demonstrations\n", markdown_table(["demos", *[NAMES.get(m, m) for m in methods]], [
+            [n, *[f"{_pct(v['summary'][m]['success_rate'])} [{_pct(v['summary'][m]['wilson_95'][0])}, "
+                  f"{_pct(v['summary'][m]['wilson_95'][1])}]" for m in methods]] for n, v in sweep.items()]),
+               "\n![demos](demos.png)\n"]
+    if results.get("k_curve_val"):
+        md += ["\n![k](k.png)\n"]
+    md += ["\n## Time\n", markdown_table(["stage", "seconds"], [[k, v] for k, v in results["stage_seconds"].items()])]
+    if results["videos"]:
+        md += ["\nVideos (not committed): " + ", ".join(f"`{v['file']}`" for v in results["videos"]) +
+               (" — each reproduces its evaluation episode." if all(v["reproduces_evaluation"] for v in results["videos"])
+                else " — WARNING: some did not reproduce their evaluation episode.")]
+    atomic_write_text(out / "results.json", json.dumps(results, indent=2, sort_keys=True))
+    atomic_write_text(out / "report.md", "\n".join(md) + "\n")
+    plot_success(summary, out / "success.png", title)
+    plot_k(results, out / "k.png")
+    plot_demos(results, out / "demos.png")
