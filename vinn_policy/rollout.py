@@ -11,6 +11,8 @@ import multiprocessing as mp
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -152,10 +154,13 @@ def run_jobs(
         finally:
             env.close()
         return
-    # spawn: MuJoCo's GL context and torch's thread pool do not survive fork.
-    ctx = mp.get_context("spawn")
-    with ctx.Pool(min(workers, len(jobs)), _init_worker, (make_env, episode_kwargs)) as pool:
-        yield from pool.imap(_run_job, list(jobs))
+    # spawn: MuJoCo's GL context and torch's thread pool do not survive fork. ProcessPoolExecutor, unlike
+    # multiprocessing.Pool, fails loudly (BrokenProcessPool) instead of waiting forever if a worker crashes.
+    with ProcessPoolExecutor(min(workers, len(jobs)), mp.get_context("spawn"), _init_worker, (make_env, episode_kwargs)) as pool:
+        try:
+            yield from pool.map(_run_job, list(jobs))
+        except BrokenProcessPool as e:
+            raise RuntimeError(f"A rollout worker process died (crashed or was killed): {e}") from e
 
 
 def rollouts(
