@@ -39,8 +39,10 @@ def test_summarize_rows():
 @pytest.mark.parametrize("task", ["door", "push", "stack"])
 def test_run_task_smoke_end_to_end_and_replay(tmp_path, task):
     script = load_script(f"run_{task}")
+    # workers=1: spawned rollout workers segfault when the parent is pytest (not when it is the script; the
+    # experts smoke test covers the worker pool) — an open bug, see the closing note of stop 1.
     args = script.BenchmarkArgs(task=task, smoke=True, out=str(tmp_path / "report"), run_dir=str(tmp_path / "run"),
-                                data_dir=str(tmp_path / "data"), cache_dir=str(tmp_path / "cache"))
+                                data_dir=str(tmp_path / "data"), cache_dir=str(tmp_path / "cache"), workers=1)
     results = script.main(args)
     saved = json.loads((tmp_path / "report" / "results.json").read_text())
     for key in ("args", "environment", "summary", "episodes", "offline", "act_latency_ms", "stage_seconds", "k"):
