@@ -18,4 +18,8 @@ fi
 [ -x .venv/bin/python ] || "${PYTHON:-python3}" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -e ".[test]"
+# Compile robosuite's numba kernels once now: several rollout worker processes compiling into the same
+# cache at their first step is a suspect for worker segfaults on a fresh install.
+.venv/bin/python -c "from vinn_policy.envs import make_env; e = make_env('door', image_size=32); e.reset(seed=0); e.step(e.action_space.sample()); e.close()" \
+  >/dev/null 2>&1 || echo "setup: warning: simulator warm-up failed (run: .venv/bin/python -m pytest tests/test_envs.py)"
 echo "setup: done ($(.venv/bin/python -c 'import torch, vinn_policy; print("vinn-policy", vinn_policy.__version__, "torch", torch.__version__)'))"
