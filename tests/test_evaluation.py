@@ -39,10 +39,9 @@ def test_summarize_rows():
 @pytest.mark.parametrize("task", ["door", "push", "stack"])
 def test_run_task_smoke_end_to_end_and_replay(tmp_path, task):
     script = load_script(f"run_{task}")
-    # workers=1: spawned rollout workers segfault when the parent is pytest (not when it is the script; the
-    # experts smoke test covers the worker pool) — an open bug, see the closing note of stop 1.
+    sweeps = {"demo_sweep": (2, 4), "k_sweep": (1,)} if task == "door" else {}  # sweeps are task-independent code
     args = script.BenchmarkArgs(task=task, smoke=True, out=str(tmp_path / "report"), run_dir=str(tmp_path / "run"),
-                                data_dir=str(tmp_path / "data"), cache_dir=str(tmp_path / "cache"), workers=1)
+                                data_dir=str(tmp_path / "data"), cache_dir=str(tmp_path / "cache"), workers=2, **sweeps)
     results = script.main(args)
     saved = json.loads((tmp_path / "report" / "results.json").read_text())
     for key in ("args", "environment", "summary", "episodes", "offline", "act_latency_ms", "stage_seconds", "k"):
@@ -57,6 +56,13 @@ def test_run_task_smoke_end_to_end_and_replay(tmp_path, task):
     assert (tmp_path / "report" / "success.png").stat().st_size > 1000
     video = results["videos"][0]
     assert video["reproduces_evaluation"] and (tmp_path / "run" / "videos").exists()
+
+    if sweeps:
+        demos = saved["sweeps"]["demos"]
+        assert set(demos) == {"2", "4"} and set(demos["2"]["summary"]) == {"vinn", "bc_rep", "bc"}
+        assert demos["4"]["summary"]["vinn"] == saved["summary"]["methods"]["vinn"]  # the main run, not retrained
+        assert saved["sweeps"]["k"]["1"]["episodes"] == 4
+        assert (tmp_path / "report" / "demos.png").exists() and "number of demonstrations" in report
 
     row = next(r for r in saved["episodes"] if r["method"] == "bc")
     replay_args = script.BenchmarkArgs(task=task, smoke=True, out=str(tmp_path / "report"), run_dir=str(tmp_path / "run"),

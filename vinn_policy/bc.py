@@ -203,11 +203,14 @@ class BCPolicy:
 
         def step_loss(rows: NDArray[np.int64], train: bool) -> torch.Tensor:
             x = augment_batch(images[rows], aug) if train and config.augment else images[rows].float() / 255
-            return head.loss(head(encoder.trunk(normalize(x, cfg.mean, cfg.std))), targets[rows])
+            x = normalize(x, cfg.mean, cfg.std).contiguous(memory_format=torch.channels_last)
+            return head.loss(head(encoder.trunk(x)), targets[rows])
 
         train_rows, val_rows = _rows(episode_ids, val_episodes, config)
+        encoder.trunk.to(memory_format=torch.channels_last)  # faster training convolutions (as in BYOL)
         report = _train(step_loss, [*encoder.trunk.parameters(), *head.parameters()], [encoder.trunk, head],
                         train_rows, val_rows, config, "BC end-to-end", progress)
+        encoder.trunk.to(memory_format=torch.contiguous_format)  # the fast layout for single-image inference
         encoder.origin = "bc"
         return cls(encoder, head, config, frozen=False, report=report)
 

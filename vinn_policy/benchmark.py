@@ -24,7 +24,7 @@ from vinn_policy.demos.collect import EVAL_SEED_BASE
 from vinn_policy.demos.dataset import Demos
 from vinn_policy.encoder import Encoder, EncoderConfig
 from vinn_policy.evaluation import evaluate_methods, summarize
-from vinn_policy.offline import OfflineConfig, gripper_accuracy, knn_curve, translation_mse
+from vinn_policy.offline import OfflineConfig, gripper_accuracy, knn_curve, predict_frames, translation_mse
 from vinn_policy.pipeline import cached_byol, ensure_demos
 from vinn_policy.policy import VINNPolicy
 from vinn_policy.results import environment, time_calls
@@ -139,6 +139,7 @@ class Stages:
             raise RuntimeError(f"stage '{name}' failed: {type(e).__name__}: {e}") from e
         finally:
             self.seconds[name] = round(time.perf_counter() - t, 1)
+            print(f"[{name}] {self.seconds[name]:.0f} s", flush=True)
 
 
 def _choose_k(encoder_embeddings: np.ndarray, data: Demos, train_rows: np.ndarray, val_rows: np.ndarray) -> tuple[int, dict]:
@@ -200,15 +201,7 @@ def offline_errors(paths: dict[str, str], data: Demos, rows: np.ndarray) -> dict
     errors = {}
     target = data.actions[rows]
     for name, path in paths.items():
-        policy = load_policy(path)
-        if hasattr(policy, "act_batch"):
-            pred = policy.act_batch(data.frames[rows])
-        else:  # open-loop and random act step by step within each episode
-            pred = np.empty_like(target)
-            for e in np.unique(data.episode_ids[rows]):
-                ep_rows = np.flatnonzero(data.episode_ids[rows] == e)
-                policy.reset(seed=int(e))
-                pred[ep_rows] = np.stack([policy.act({"image": data.frames[rows][ep_rows[0]]}) for _ in ep_rows])
+        pred = predict_frames(load_policy(path), data.frames[rows], data.episode_ids[rows])
         errors[name] = {"mse": translation_mse(pred, target), "gripper_accuracy": gripper_accuracy(pred, target, GRIPPER)}
     return errors
 
@@ -269,7 +262,7 @@ def run(args: BenchmarkArgs) -> dict[str, Any]:
     if args.k_sweep:
         sweeps["k"] = stages.run("k sweep", _k_sweep, args, data, encoder, run_dir, make)
     if args.demo_sweep:
-        sweeps["demos"] = stages.run("demo sweep", _demo_sweep, args, data, encoder, run_dir, make)
+        sweeps["demos"] = stages.run("demo sweep", _demo_sweep, args, data, encoder, run_dir, make, trained, summary)
     latency = stages.run("latency", act_latency, trained["paths"], data.frames[0])
     by_key = {(r["method"], r["seed"]): r for r in rows}
     videos = stages.run("videos", record_videos, args, trained["paths"], data, by_key, run_dir / "videos") if args.videos else []
@@ -301,12 +294,16 @@ def _k_sweep(args: BenchmarkArgs, data: Demos, encoder: Encoder, run_dir: Path, 
     return out
 
 
-def _demo_sweep(args: BenchmarkArgs, data: Demos, encoder: Encoder, run_dir: Path, make) -> dict[str, Any]:
+def _demo_sweep(args: BenchmarkArgs, data: Demos, encoder: Encoder, run_dir: Path, make, main: dict, main_summary: dict) -> dict[str, Any]:
     out: dict[str, Any] = {}
     methods = [m for m in ("vinn", "bc_rep", "bc") if m in args.methods]
     for n in args.demo_sweep:
         if n > args.demos:
             raise ValueError(f"--demo-sweep {n} exceeds --demos {args.demos}")
+        if n == args.demos:  # the main run already evaluated these policies on the same seeds
+            out[str(n)] = {"summary": {m: main_summary["methods"][m] for m in methods},
+                           "offline": {m: main["offline"][m] for m in methods}, "k": main.get("k")}
+            continue
         sub = replace(args, methods=tuple(methods))
         trained = train_policies(sub, data, n, encoder, run_dir / "sweep" / f"demos{n}")
         rows = evaluate_methods(make, trained["paths"], args.eval_seeds(), args.workers)

@@ -99,8 +99,8 @@ class EmbeddingDatabase:
     def action_dim(self) -> int:
         return self.actions.shape[1]
 
-    def query(self, queries: NDArray[np.float32] | torch.Tensor, k: int, temperature: float = 1.0) -> Neighbours:
-        """Blend the actions of the k nearest frames for each of the (B, D) queries (k clamped to N)."""
+    def search(self, queries: NDArray[np.float32] | torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, k) ascending L2 distances and row indices of the k nearest frames of each (B, D) query (k clamped to N)."""
         q = torch.as_tensor(queries, dtype=torch.float32)
         if q.ndim == 1:
             q = q[None]
@@ -108,7 +108,11 @@ class EmbeddingDatabase:
             raise ValueError(f"Expected queries of shape (B, {self.embedding_dim}); got {tuple(q.shape)}.")
         if not torch.isfinite(q).all():
             raise ValueError("Query embeddings contain NaN or inf.")
-        dist, idx = knn(q, self.embeddings, k, self._keys_sq)  # (B, k)
+        return knn(q, self.embeddings, k, self._keys_sq)
+
+    def query(self, queries: NDArray[np.float32] | torch.Tensor, k: int, temperature: float = 1.0) -> Neighbours:
+        """Blend the actions of the k nearest frames for each of the (B, D) queries (k clamped to N)."""
+        dist, idx = self.search(queries, k)  # (B, k)
         actions, w = self.blend(dist, idx, temperature)
         return Neighbours(actions.numpy(), idx.numpy(), dist.numpy(), w.numpy())
 

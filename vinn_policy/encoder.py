@@ -91,7 +91,9 @@ def check_images(images: object) -> NDArray[np.uint8]:
 
 def to_unit_tensor(images: NDArray[np.uint8], image_size: int) -> torch.Tensor:
     """uint8 (B, H, W, 3) -> float32 (B, 3, S, S) in [0, 1], resized (antialiased bilinear) if needed."""
-    x = torch.from_numpy(np.ascontiguousarray(check_images(images))).permute(0, 3, 1, 2).float().div_(255.0)
+    # contiguous(): the permuted view has channels-last strides, which ran the contiguous-weight trunk
+    # through oneDNN's slow mixed-layout path (single-image embed 2x slower on this CPU).
+    x = torch.from_numpy(np.ascontiguousarray(check_images(images))).permute(0, 3, 1, 2).contiguous().float().div_(255.0)
     if x.shape[-2:] != (image_size, image_size):
         x = F.interpolate(x, size=(image_size, image_size), mode="bilinear", antialias=True, align_corners=False)
         x = x.clamp_(0.0, 1.0)

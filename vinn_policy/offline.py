@@ -8,17 +8,15 @@ the 3 translation dims of the squared error, averaged over test frames; plus gri
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
-import torch
 from numpy.typing import NDArray
 
-from vinn_policy.baselines import OpenLoopPolicy
+from vinn_policy.baselines import OpenLoopPolicy, RandomPolicy
 from vinn_policy.bc import BCConfig, BCPolicy
 from vinn_policy.database import EmbeddingDatabase
 from vinn_policy.encoder import Encoder
-from vinn_policy.lwr import knn
 from vinn_policy.splits import split_episodes
 
 
@@ -63,7 +61,7 @@ def knn_curve(embeddings: NDArray, actions: NDArray, episode_ids: NDArray, db_ro
               config: OfflineConfig) -> dict[str, list[float]]:
     """VINN's error for every k = 1..k_max, with one search (k_max neighbours) per query."""
     db = EmbeddingDatabase(embeddings[db_rows], actions[db_rows], episode_ids[db_rows], gripper_index=config.gripper_index)
-    dist, idx = knn(torch.from_numpy(embeddings[query_rows]), db.embeddings, config.k_max, db._keys_sq)
+    dist, idx = db.search(embeddings[query_rows], config.k_max)
     target = actions[query_rows]
     curve: dict[str, list[float]] = {"k": [], "mse": [], "gripper_accuracy": []}
     for k in range(1, dist.shape[1] + 1):
@@ -73,6 +71,25 @@ def knn_curve(embeddings: NDArray, actions: NDArray, episode_ids: NDArray, db_ro
         if config.gripper_index is not None:
             curve["gripper_accuracy"].append(gripper_accuracy(pred, target, config.gripper_index))
     return curve
+
+
+def predict_frames(policy, frames: NDArray[np.uint8], episode_ids: NDArray) -> NDArray[np.float32]:
+    """A policy's action for each demonstration frame.
+
+    Reactive policies (VINN, BC) see every frame; open-loop and random only see an episode's first frame
+    and act step by step from there, as they would in closed loop (reset with the episode id as seed).
+    """
+    if hasattr(policy, "act_batch"):
+        return policy.act_batch(frames)
+    episode_ids = np.asarray(episode_ids)
+    pred = None
+    for e in np.unique(episode_ids):
+        rows = np.flatnonzero(episode_ids == e)
+        policy.reset(seed=int(e))
+        actions = np.stack([policy.act(frames[rows[0]]) for _ in rows])
+        pred = np.empty((len(frames), actions.shape[1]), np.float32) if pred is None else pred
+        pred[rows] = actions
+    return pred
 
 
 def _scores(pred: NDArray, target: NDArray, config: OfflineConfig) -> dict[str, float | None]:
@@ -112,7 +129,7 @@ def evaluate_offline(frames: NDArray[np.uint8], actions: NDArray, episode_ids: N
             "gripper_accuracy": test["gripper_accuracy"][best] if test["gripper_accuracy"] else None,
             "seconds": time.perf_counter() - t}
     if with_bc:
-        bc_cfg = BCConfig(**{**config.bc.__dict__, "gripper_index": config.gripper_index})
+        bc_cfg = replace(config.bc, gripper_index=config.gripper_index)
         train_val = np.concatenate([split.train, split.val])
         val_eps = np.unique(episode_ids[split.val])
         bc = BCPolicy.fit_end_to_end(frames[train_val], actions[train_val], episode_ids[train_val], bc_cfg,
@@ -127,16 +144,9 @@ def evaluate_offline(frames: NDArray[np.uint8], actions: NDArray, episode_ids: N
                                  "stopped_early": rep.report.stopped_early}
     # Open-loop: each test episode replays the training demo with the nearest first frame.
     open_loop = OpenLoopPolicy.fit(frames[split.train], actions[split.train], episode_ids[split.train])
-    pred = np.empty_like(target)
-    test_eps = episode_ids[split.test]
-    for e in np.unique(test_eps):
-        rows = np.flatnonzero(test_eps == e)
-        open_loop.reset()
-        first = frames[split.test[rows[0]]]
-        pred[rows] = np.stack([open_loop.act(first) for _ in rows])
-    methods["open_loop"] = _scores(pred, target, config)
-    rng = np.random.default_rng(config.seed)
-    methods["random"] = _scores(rng.uniform(-1, 1, target.shape).astype(np.float32), target, config)
+    random = RandomPolicy(action_dim=actions.shape[1], seed=config.seed)
+    for name, policy in (("open_loop", open_loop), ("random", random)):
+        methods[name] = _scores(predict_frames(policy, frames[split.test], episode_ids[split.test]), target, config)
     n_eps = {name: int(len(np.unique(episode_ids[rows]))) for name, rows in vars(split).items()}
     return {"split": {"episodes": n_eps, "frames": {k: int(len(v)) for k, v in vars(split).items()}},
             "methods": methods, "k_curves": curves}
