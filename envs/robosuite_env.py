@@ -14,6 +14,7 @@ info["is_success"] every step; `terminated` on success (if terminate_on_success)
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,6 +25,18 @@ from gymnasium import spaces
 
 # robosuite forces EGL when MUJOCO_GL is unset; say so explicitly (headless Mesa works with egl/osmesa).
 os.environ.setdefault("MUJOCO_GL", "egl")
+
+
+class _QuietRobosuite(logging.Filter):
+    """Drops robosuite's per-process import advice (private macros, optional robot models, GR1 IK) and INFO lines."""
+
+    ADVICE = ("macro file", "setup_macros", "robosuite_models", "mink-based")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING and not any(a in record.getMessage() for a in self.ADVICE)
+
+
+logging.getLogger("robosuite_logs").addFilter(_QuietRobosuite())  # robosuite's logger; it survives its import
 
 CONTROL_FREQ = 20
 

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from vinn_policy.evaluation import paired_comparison, summarize, wilson_interval
+from vinn_policy.evaluation import failure_auroc, paired_comparison, summarize, wilson_interval
 
 from .test_benchmarks import load_script
 
@@ -26,6 +26,13 @@ def test_paired_comparison_counts_and_exact_mcnemar():
     assert paired_comparison(a, a)["mcnemar_p"] == 1.0
 
 
+def test_failure_auroc():
+    rows = [{"success": ok, "uncertainty_max": u} for ok, u in ((True, 1.0), (True, 2.0), (False, 3.0), (False, 1.5))]
+    a = failure_auroc(rows)
+    assert a["auroc"] == pytest.approx(0.75) and (a["failures"], a["successes"]) == (2, 2)  # 3 of 4 pairs ordered
+    assert failure_auroc([r for r in rows if r["success"]])["auroc"] is None
+
+
 def test_summarize_rows():
     rows = [{"method": m, "seed": s, "success": ok, "steps": 10} for m, oks in (("vinn", [1, 1, 0]), ("bc", [0, 1, 0]))
             for s, ok in enumerate(oks)]
@@ -39,7 +46,8 @@ def test_summarize_rows():
 @pytest.mark.parametrize("task", ["door", "push", "stack"])
 def test_run_task_smoke_end_to_end_and_replay(tmp_path, task):
     script = load_script(f"run_{task}")
-    sweeps = {"demo_sweep": (2, 4), "k_sweep": (1,)} if task == "door" else {}  # sweeps are task-independent code
+    # sweeps and provenance are task-independent code: door covers them
+    sweeps = {"demo_sweep": (2, 4), "k_sweep": (1,), "provenance": True} if task == "door" else {}
     args = script.BenchmarkArgs(task=task, smoke=True, out=str(tmp_path / "report"), run_dir=str(tmp_path / "run"),
                                 data_dir=str(tmp_path / "data"), cache_dir=str(tmp_path / "cache"), workers=2, **sweeps)
     results = script.main(args)
@@ -63,6 +71,11 @@ def test_run_task_smoke_end_to_end_and_replay(tmp_path, task):
         assert demos["4"]["summary"]["vinn"] == saved["summary"]["methods"]["vinn"]  # the main run, not retrained
         assert saved["sweeps"]["k"]["1"]["episodes"] == 4
         assert (tmp_path / "report" / "demos.png").exists() and "number of demonstrations" in report
+        vinn_row = next(r for r in saved["episodes"] if r["method"] == "vinn")
+        assert len(vinn_row["uncertainty"]) == vinn_row["steps"] and "failure_auroc" in saved["summary"]["methods"]["vinn"]
+        steps = json.loads(open(vinn_row["provenance_file"]).read())
+        assert len(steps) == vinn_row["steps"] and {"episode", "frame", "distance", "weight", "action"} <= set(steps[0][0])
+        assert "know when it will fail" in report
 
     row = next(r for r in saved["episodes"] if r["method"] == "bc")
     replay_args = script.BenchmarkArgs(task=task, smoke=True, out=str(tmp_path / "report"), run_dir=str(tmp_path / "run"),

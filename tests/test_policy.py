@@ -140,3 +140,57 @@ def test_act_fuzz_gives_clear_error_or_finite_action(policy, obs):
         assert "Expected" in str(e) or "expected" in str(e) or "act_batch" in str(e)
         return
     assert a.shape == (4,) and a.dtype == np.float32 and np.isfinite(a).all()
+
+
+def test_neighbours_trace_each_action_to_demonstration_frames(policy, episodes):
+    frames, actions, eps = episodes
+    policy.act(frames[8])
+    nb = policy.last_neighbours
+    rows = nb.indices[0]
+    assert nb.episode_ids[0].tolist() == eps[rows].tolist()
+    assert nb.frame_indices[0].tolist() == (rows % 6).tolist()  # 6 frames per episode
+    np.testing.assert_array_equal(nb.neighbour_actions[0], actions[rows])
+    first = nb.rows()[0]
+    assert first["episode"] == 1 and first["frame"] == 2 and first["weight"] == pytest.approx(float(nb.weights[0, 0]))
+    json.dumps(nb.rows())  # provenance is plain JSON
+
+
+def test_add_and_remove_demos_match_a_policy_fitted_from_scratch(episodes, tiny_encoder):
+    frames, actions, eps = episodes
+    first = eps < 2
+    grown = VINNPolicy.fit(frames[first], actions[first], eps[first], encoder=tiny_encoder, k=3, gripper_index=3)
+    grown.add_demos(frames[~first], actions[~first], eps[~first])
+    full = VINNPolicy.fit(frames, actions, eps, encoder=tiny_encoder, k=3, gripper_index=3)
+    np.testing.assert_array_equal(grown.act_batch(frames), full.act_batch(frames))
+    np.testing.assert_array_equal(grown.database.frame_indices, full.database.frame_indices)
+
+    full.remove_episodes([1, 3])
+    keep = ~np.isin(eps, [1, 3])
+    subset = VINNPolicy.fit(frames[keep], actions[keep], eps[keep], encoder=tiny_encoder, k=3, gripper_index=3)
+    np.testing.assert_array_equal(full.act_batch(frames), subset.act_batch(frames))
+    assert set(full.database.episode_ids.tolist()) == {0, 2}
+
+    with pytest.raises(ValueError, match="already in the database"):
+        full.add_demos(frames[:6], actions[:6], eps[:6])
+    with pytest.raises(ValueError, match="not in the database"):
+        full.remove_episodes([7])
+    with pytest.raises(ValueError, match="empty the database"):
+        full.remove_episodes([0, 2])
+
+
+def test_uncertainty_is_low_in_distribution_and_high_far_from_the_demos(tmp_path, episodes, tiny_encoder):
+    frames, actions, eps = episodes
+    train = eps < 3
+    policy = VINNPolicy.fit(frames[train], actions[train], eps[train], encoder=tiny_encoder, k=3, gripper_index=3)
+    policy.act_batch(frames[~train])  # a held-out demonstration: like the leave-one-episode-out reference
+    held_out = policy.uncertainty()
+    noise = np.random.default_rng(1).integers(0, 255, (6, 32, 32, 3), dtype=np.uint8)
+    policy.act_batch(np.zeros_like(noise))  # a black frame: nothing like the demos
+    far = policy.uncertainty()
+    assert held_out.score.shape == (6,) and np.all(held_out.distance > 0)
+    assert far.distance.min() > np.median(held_out.distance)
+    assert set(policy.reference) == {"distance", "spread"}
+    loaded = VINNPolicy.load(policy.save(tmp_path / "vinn"))
+    assert loaded.reference == policy.reference  # saved with the policy
+    with pytest.raises(ValueError, match="call act"):
+        VINNPolicy.fit(frames, actions, eps, encoder=tiny_encoder).uncertainty()

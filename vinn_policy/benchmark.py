@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from vinn_policy.artefact import atomic_write_text
 from vinn_policy.baselines import OpenLoopPolicy, RandomPolicy, load_policy
 from vinn_policy.bc import BCConfig, BCPolicy
 from vinn_policy.byol import BYOLConfig
@@ -73,6 +74,8 @@ class BenchmarkArgs:
     replay: int | None = None
     """Re-run one seed with --method from the saved policies and write its video; skips everything else."""
     method: str = "vinn"
+    provenance: bool = False
+    """Write every VINN step's neighbours (episode, frame, distance, weight, action) to <run_dir>/provenance/."""
     retrain: bool = False
     """Retrain the BYOL encoder even if cached."""
     smoke: bool = False
@@ -176,12 +179,17 @@ def train_policies(args: BenchmarkArgs, data: Demos, n_train: int, encoder: Enco
         embeddings = encoder.embed(data.frames)
         chosen, curve = _choose_k(embeddings, data, train_rows, val_rows)
         info["k"], info["k_curve_val"] = k or args.k or chosen, curve
+    def vinn(enc: Encoder) -> VINNPolicy:
+        policy = VINNPolicy.fit(frames, actions, eps, encoder=enc, k=info["k"], gripper_index=GRIPPER)
+        policy.calibrate()  # uncertainty reference, saved with the policy
+        return policy
+
     if "vinn" in args.methods:
-        timed("vinn", lambda: VINNPolicy.fit(frames, actions, eps, encoder=encoder, k=info["k"], gripper_index=GRIPPER))
+        timed("vinn", lambda: vinn(encoder))
     if "vinn_random" in args.methods:
         torch.manual_seed(args.seed)
         untrained = Encoder(encoder.config)
-        timed("vinn_random", lambda: VINNPolicy.fit(frames, actions, eps, encoder=untrained, k=info["k"], gripper_index=GRIPPER))
+        timed("vinn_random", lambda: vinn(untrained))
     if "bc" in args.methods:
         timed("bc", lambda: BCPolicy.fit_end_to_end(data.frames[rows], data.actions[rows], data.episode_ids[rows],
                                                     args.bc_config(), val_episodes=val_eps))
@@ -255,7 +263,13 @@ def run(args: BenchmarkArgs) -> dict[str, Any]:
     encoder, encoder_info = stages.run("encoder", build_encoder, args, train_frames)
     trained = stages.run("policies", train_policies, args, data, args.demos, encoder, run_dir / "policies")
     make = functools.partial(make_env, args.task, image_size=args.image_size, render_mode=None, horizon=args.horizon)
-    rows = stages.run("evaluation", evaluate_methods, make, trained["paths"], args.eval_seeds(), args.workers)
+    rows = stages.run("evaluation", evaluate_methods, make, trained["paths"], args.eval_seeds(), args.workers,
+                      provenance=args.provenance)
+    for r in rows:  # per-step neighbour lists are large: one file per episode, not results.json
+        if "provenance" in r:
+            path = run_dir / "provenance" / f"{r['method']}_seed{r['seed']}.json"
+            atomic_write_text(path, json.dumps(r.pop("provenance")))
+            r["provenance_file"] = str(path)
     summary = summarize(rows)
 
     sweeps: dict[str, Any] = {}

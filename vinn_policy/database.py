@@ -23,12 +23,21 @@ from vinn_policy.lwr import knn, softmin_weights, squared_norms
 
 @dataclass
 class Neighbours:
-    """The result of a query. B = queries, k = neighbours, A = action size."""
+    """The result of a query, traceable to demonstration frames. B = queries, k = neighbours, A = action size."""
 
     actions: NDArray[np.float32]  # (B, A) blended actions
     indices: NDArray[np.int64]  # (B, k) rows of the database, nearest first
     distances: NDArray[np.float32]  # (B, k) ascending L2 distances
     weights: NDArray[np.float32]  # (B, k) softmin weights, rows sum to 1
+    episode_ids: NDArray[np.int64]  # (B, k) demonstration of each neighbour
+    frame_indices: NDArray[np.int64]  # (B, k) position of each neighbour in its demonstration
+    neighbour_actions: NDArray[np.float32]  # (B, k, A) the action each neighbour's demonstration took there
+
+    def rows(self, query: int = 0) -> list[dict]:
+        """One dict per neighbour of one query (episode, frame, distance, weight, action): for logs and JSON."""
+        return [{"episode": int(e), "frame": int(f), "distance": float(d), "weight": float(w), "action": a.tolist()}
+                for e, f, d, w, a in zip(self.episode_ids[query], self.frame_indices[query], self.distances[query],
+                                         self.weights[query], self.neighbour_actions[query], strict=True)]
 
 
 def _as_array(name: str, x: object, dtype: type, ndim: int) -> np.ndarray:
@@ -114,7 +123,60 @@ class EmbeddingDatabase:
         """Blend the actions of the k nearest frames for each of the (B, D) queries (k clamped to N)."""
         dist, idx = self.search(queries, k)  # (B, k)
         actions, w = self.blend(dist, idx, temperature)
-        return Neighbours(actions.numpy(), idx.numpy(), dist.numpy(), w.numpy())
+        rows = idx.numpy()
+        return Neighbours(actions.numpy(), rows, dist.numpy(), w.numpy(), self.episode_ids[rows], self.frame_indices[rows],
+                          self.actions.numpy()[rows])
+
+    def leave_one_episode_out(self, k: int, temperature: float = 1.0, max_queries: int = 2000, seed: int = 0) -> Neighbours:
+        """Neighbours of (a seeded sample of) the database's own frames, each searched among the OTHER episodes.
+
+        This is how far, and how consistent, neighbours are for a frame the database has not seen from the
+        same demonstration: the reference against which query distances are judged.
+        """
+        if len(np.unique(self.episode_ids)) < 2:
+            raise ValueError("Leave-one-episode-out needs at least 2 episodes in the database.")
+        rows = np.arange(len(self))
+        if len(rows) > max_queries:
+            rows = np.sort(np.random.default_rng(seed).choice(rows, max_queries, replace=False))
+        k = min(k, int(len(self) - np.bincount(self.episode_ids - self.episode_ids.min()).max()))
+        dist, idx = [], []
+        for chunk in np.array_split(rows, max(1, len(rows) // 256)):
+            q = self.embeddings[chunk]
+            sq = (q * q).sum(1, keepdim=True) - 2.0 * (q @ self.embeddings.T) + self._keys_sq[None, :]  # (b, N)
+            sq[torch.from_numpy(self.episode_ids[chunk][:, None] == self.episode_ids[None, :])] = float("inf")
+            neg, i = torch.topk(-sq, k, dim=1)
+            dist.append((-neg).clamp_min_(0.0).sqrt_())
+            idx.append(i)
+        d, i = torch.cat(dist), torch.cat(idx)
+        actions, w = self.blend(d, i, temperature)
+        r = i.numpy()
+        return Neighbours(actions.numpy(), r, d.numpy(), w.numpy(), self.episode_ids[r], self.frame_indices[r], self.actions.numpy()[r])
+
+    def extend(self, embeddings: NDArray[np.floating], actions: NDArray[np.floating], episode_ids: NDArray[np.integer],
+               frame_indices: NDArray[np.integer] | None = None) -> EmbeddingDatabase:
+        """A database with these rows appended; their episode ids must be new (no retraining involved)."""
+        new = EmbeddingDatabase(embeddings, actions, episode_ids, frame_indices, self.gripper_index)
+        clash = np.intersect1d(np.unique(new.episode_ids), np.unique(self.episode_ids))
+        if len(clash):
+            raise ValueError(f"Episode ids {clash[:10].tolist()} are already in the database; give added demos new ids.")
+        if new.embedding_dim != self.embedding_dim or new.action_dim != self.action_dim:
+            raise ValueError(f"Added rows are ({new.embedding_dim}-d embeddings, {new.action_dim}-d actions); "
+                             f"the database holds ({self.embedding_dim}, {self.action_dim}).")
+        return EmbeddingDatabase(torch.cat([self.embeddings, new.embeddings]).numpy(), torch.cat([self.actions, new.actions]).numpy(),
+                                 np.concatenate([self.episode_ids, new.episode_ids]),
+                                 np.concatenate([self.frame_indices, new.frame_indices]), self.gripper_index)
+
+    def without_episodes(self, episode_ids: object) -> EmbeddingDatabase:
+        """A database without the rows of these episodes (all must be present; at least one row must remain)."""
+        drop = np.unique(np.asarray(list(np.atleast_1d(episode_ids)), np.int64))
+        missing = np.setdiff1d(drop, self.episode_ids)
+        if len(missing):
+            raise ValueError(f"Episode ids {missing[:10].tolist()} are not in the database.")
+        keep = np.flatnonzero(~np.isin(self.episode_ids, drop))
+        if len(keep) == 0:
+            raise ValueError("Removing these episodes would empty the database.")
+        return EmbeddingDatabase(self.embeddings.numpy()[keep], self.actions.numpy()[keep], self.episode_ids[keep],
+                                 self.frame_indices[keep], self.gripper_index)
 
     def blend(self, dist: torch.Tensor, idx: torch.Tensor, temperature: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, k) distances and row indices -> (B, A) actions and (B, k) softmin weights (gripper voted)."""

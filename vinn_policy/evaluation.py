@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy.stats import binomtest
+from scipy.stats import binomtest, mannwhitneyu
 from tqdm.auto import tqdm
 
 from vinn_policy.baselines import load_policy
@@ -38,21 +38,46 @@ def paired_comparison(a: dict[int, bool], b: dict[int, bool]) -> dict[str, Any]:
             "mcnemar_p": p}
 
 
+def step_trace(policy: Any, provenance: bool = False) -> dict[str, Any] | None:
+    """Per-step record of a VINN policy after act(): its uncertainty, and with `provenance` its neighbours."""
+    if not hasattr(policy, "uncertainty"):
+        return None
+    u = policy.uncertainty()
+    row: dict[str, Any] = {"score": float(u.score[0]), "distance": float(u.distance[0]), "spread": float(u.spread[0])}
+    if provenance:
+        row["neighbours"] = policy.last_neighbours.rows()
+    return row
+
+
+def failure_auroc(rows: list[dict[str, Any]], key: str = "uncertainty_max") -> dict[str, Any]:
+    """How well an episode's uncertainty predicts its failure: AUROC (Mann-Whitney U / (n_fail * n_success)).
+
+    0.5 = no better than chance, 1 = every failure scored above every success; None without both outcomes.
+    """
+    fail = [r[key] for r in rows if not r["success"] and r.get(key) is not None]
+    ok = [r[key] for r in rows if r["success"] and r.get(key) is not None]
+    auroc = float(mannwhitneyu(fail, ok).statistic / (len(fail) * len(ok))) if fail and ok else None
+    return {"auroc": auroc, "failures": len(fail), "successes": len(ok), "score": key}
+
+
 def evaluate_methods(
     make_env: Callable[[], Any],
     policy_dirs: dict[str, str | Path],
     seeds: Sequence[int],
     workers: int = 2,
     progress: bool = True,
+    provenance: bool = False,
 ) -> list[dict[str, Any]]:
     """Roll out every saved policy on the same seeds; one row per (method, seed).
 
     Workers load each policy from its artefact directory, so what is evaluated is exactly what was saved.
+    VINN rows also carry the per-step uncertainty (and, with `provenance`, every step's neighbours).
     """
     jobs = [(m, functools.partial(load_policy, str(p)), int(s)) for m, p in policy_dirs.items() for s in seeds]
     rows: list[dict[str, Any]] = []
     bar, successes = None, 0
-    for i, episode in enumerate(run_jobs(make_env, jobs, workers)):
+    trace = functools.partial(step_trace, provenance=provenance)
+    for i, episode in enumerate(run_jobs(make_env, jobs, workers, trace=trace)):
         method = jobs[i][0]
         if i % len(seeds) == 0:  # one bar per method, with its running success rate
             if bar is not None:
@@ -68,8 +93,14 @@ def evaluate_methods(
 
 
 def episode_row(method: str, episode: Episode) -> dict[str, Any]:
-    return {"method": method, "seed": episode.seed, "success": episode.success, "steps": episode.steps,
-            "first_success_step": episode.first_success_step, "wall_time": round(episode.wall_time, 3)}
+    row = {"method": method, "seed": episode.seed, "success": episode.success, "steps": episode.steps,
+           "first_success_step": episode.first_success_step, "wall_time": round(episode.wall_time, 3)}
+    if episode.trace:
+        scores = [t["score"] for t in episode.trace]
+        row.update(uncertainty=[round(x, 3) for x in scores], uncertainty_max=max(scores), uncertainty_mean=float(np.mean(scores)))
+        if "neighbours" in episode.trace[0]:
+            row["provenance"] = [t["neighbours"] for t in episode.trace]
+    return row
 
 
 def summarize(rows: list[dict[str, Any]], reference: str = "vinn") -> dict[str, Any]:
@@ -83,6 +114,9 @@ def summarize(rows: list[dict[str, Any]], reference: str = "vinn") -> dict[str, 
         steps = [r["steps"] for r in rows if r["method"] == m and r["success"]]
         summary["methods"][m] = {"successes": s, "episodes": n, "success_rate": s / n if n else 0.0,
                                  "wilson_95": wilson_interval(s, n), "mean_steps_success": float(np.mean(steps)) if steps else None}
+        method_rows = [r for r in rows if r["method"] == m]
+        if any("uncertainty_max" in r for r in method_rows):
+            summary["methods"][m]["failure_auroc"] = {k: failure_auroc(method_rows, k) for k in ("uncertainty_max", "uncertainty_mean")}
     if reference in by_method:
         for m in methods:
             if m != reference:

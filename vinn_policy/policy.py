@@ -41,6 +41,30 @@ class VINNConfig:
             raise ValueError(f"image_key must be a non-empty string; got {self.image_key!r}.")
 
 
+@dataclass
+class Uncertainty:
+    """How far out of its depth VINN is for each of B queries; each part is ~1 for a typical in-distribution frame.
+
+    distance: softmin-weighted mean neighbour distance / its median over the database's own frames when each
+        is searched among the other demonstrations (leave one episode out).
+    spread: weighted standard deviation of the neighbours' (non-gripper) actions / the same median.
+    score: distance + spread.
+    """
+
+    distance: NDArray[np.float32]  # (B,)
+    spread: NDArray[np.float32]  # (B,)
+    score: NDArray[np.float32]  # (B,)
+
+
+def neighbour_stats(nb: Neighbours, gripper_index: int | None) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
+    """(B,) weighted mean distance and (B,) weighted action spread (gripper excluded) of each query's neighbours."""
+    w = nb.weights[..., None]  # (B, k, 1)
+    acts = nb.neighbour_actions if gripper_index is None else np.delete(nb.neighbour_actions, gripper_index, axis=-1)
+    mean = (w * acts).sum(1, keepdims=True)  # (B, 1, A')
+    spread = np.sqrt((w * (acts - mean) ** 2).sum((1, 2)))
+    return (nb.weights * nb.distances).sum(1).astype(np.float32), spread.astype(np.float32)
+
+
 def extract_images(obs: object, image_key: str) -> NDArray[np.uint8]:
     """The image(s) in an observation: an array, or a dict holding one under `image_key`."""
     if isinstance(obs, dict):
@@ -62,6 +86,7 @@ class VINNPolicy:
         if database.gripper_index != self.config.gripper_index:
             raise ValueError("config.gripper_index must match the database's gripper_index.")
         self.last_neighbours: Neighbours | None = None
+        self.reference: dict[str, float] | None = None  # uncertainty normalisers (see calibrate)
 
     @classmethod
     def fit(
@@ -93,6 +118,38 @@ class VINNPolicy:
         database = EmbeddingDatabase(embeddings, actions, episode_ids, frame_indices, gripper_index=gripper_index)
         return cls(encoder, database, config)
 
+    def calibrate(self, max_queries: int = 2000) -> dict[str, float]:
+        """The database's typical neighbour distance and action spread (leave one episode out), for `uncertainty`."""
+        d, spread = neighbour_stats(self.database.leave_one_episode_out(self.config.k, self.config.temperature, max_queries),
+                                    self.config.gripper_index)
+        eps = 1e-8
+        self.reference = {"distance": max(float(np.median(d)), eps), "spread": max(float(np.median(spread)), eps)}
+        return self.reference
+
+    def uncertainty(self, neighbours: Neighbours | None = None) -> Uncertainty:
+        """Uncertainty of the last act() (or of `neighbours`); calibrates on first use."""
+        nb = neighbours or self.last_neighbours
+        if nb is None:
+            raise ValueError("No neighbours yet: call act() (or pass a Neighbours) before uncertainty().")
+        ref = self.reference or self.calibrate()
+        d, spread = neighbour_stats(nb, self.config.gripper_index)
+        d, spread = d / ref["distance"], spread / ref["spread"]
+        return Uncertainty(d, spread, d + spread)
+
+    def add_demos(self, frames: NDArray[np.uint8], actions: NDArray[np.floating], episode_ids: NDArray[np.integer],
+                  frame_indices: NDArray[np.integer] | None = None, batch_size: int = 256) -> None:
+        """Add demonstrations to the database: they are embedded and used from the next act(); no retraining."""
+        frames = check_images(frames)
+        if len(frames) != len(actions):
+            raise ValueError(f"Got {len(frames)} frames but {len(actions)} actions; expected one action per frame.")
+        self.database = self.database.extend(self.encoder.embed(frames, batch_size=batch_size), actions, episode_ids, frame_indices)
+        self.reference = None  # the database changed: recalibrate on next use
+
+    def remove_episodes(self, episode_ids: object) -> None:
+        """Forget these demonstrations (episode ids) from the next act() on."""
+        self.database = self.database.without_episodes(episode_ids)
+        self.reference = None
+
     def reset(self, seed: int | None = None) -> None:
         """Start an episode. VINN is memoryless and deterministic; this only clears the last neighbour set."""
         self.last_neighbours = None
@@ -118,6 +175,7 @@ class VINNPolicy:
             "policy": asdict(self.config),
             "action_dim": self.database.action_dim,
             "database_size": len(self.database),
+            "uncertainty_reference": self.reference,
         }
         return save_artefact(path, "vinn_policy", {**self.encoder.state_tensors(), **self.database.tensors()}, meta)
 
@@ -134,4 +192,6 @@ class VINNPolicy:
         database = EmbeddingDatabase.from_tensors(tensors, config.gripper_index)
         if database.action_dim != meta.get("action_dim") or len(database) != meta.get("database_size"):
             raise ArtefactError(f"{path}: database shape disagrees with config.json.")
-        return cls(encoder, database, config)
+        policy = cls(encoder, database, config)
+        policy.reference = meta.get("uncertainty_reference")
+        return policy

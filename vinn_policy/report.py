@@ -95,6 +95,34 @@ def plot_demos(results: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
+def uncertainty_table(summary: dict[str, Any]) -> str:
+    rows = []
+    for m, s in summary["methods"].items():
+        for key, a in s.get("failure_auroc", {}).items():
+            rows.append([NAMES.get(m, m), key.replace("uncertainty_", "") + " over the episode",
+                         f"{a['auroc']:.2f}" if a["auroc"] is not None else "n/a (needs successes and failures)",
+                         a["failures"], a["successes"]])
+    return markdown_table(["method", "episode score", "AUROC for failure", "failures", "successes"], rows)
+
+
+def plot_uncertainty(results: dict[str, Any], path: Path, method: str = "vinn") -> None:
+    """VINN's per-step uncertainty over time in a successful and a failed episode (where both exist)."""
+    rows = [r for r in results["episodes"] if r["method"] == method and r.get("uncertainty")]
+    picks = [next((r for r in rows if r["success"] is ok), None) for ok in (True, False)]
+    if not any(picks):
+        return
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    for r, colour in zip(picks, ("C2", "C3"), strict=True):
+        if r is not None:
+            ax.plot(r["uncertainty"], color=colour, label=f"seed {r['seed']}: {'success' if r['success'] else 'failure'}")
+    ax.axhline(2.0, color="grey", ls=":", label="typical in-distribution (= 2)")
+    ax.set(xlabel="step", ylabel="uncertainty (distance + spread)", title=f"{NAMES.get(method, method)} uncertainty")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def write_report(out: str | Path, results: dict[str, Any]) -> None:
     out = Path(out)
     args = results["args"]
@@ -110,6 +138,12 @@ def write_report(out: str | Path, results: dict[str, Any]) -> None:
           "\n![success](success.png)\n"]
     if summary["paired"]:
         md += ["## Paired per-seed comparison\n", paired_table(summary)]
+    if any("failure_auroc" in s for s in summary["methods"].values()):
+        md += ["\n## Does VINN know when it will fail?\n",
+               "Per step, VINN's uncertainty is the neighbours' weighted distance plus their action spread, each divided by "
+               "its median over the demonstrations (leave one episode out), so ~2 is typical in distribution. An episode's "
+               "score is its maximum or mean; AUROC is how well that score separates failed from successful episodes.\n",
+               uncertainty_table(summary), "\n![uncertainty](uncertainty.png)\n"]
     if results["sweeps"].get("k"):
         md += ["\n## VINN success vs k\n", markdown_table(["k", "success", "Wilson 95%"], [
             [k, _pct(s["success_rate"]), f"[{_pct(s['wilson_95'][0])}, {_pct(s['wilson_95'][1])}]"] for k, s in results["sweeps"]["k"].items()])]
@@ -132,3 +166,4 @@ def write_report(out: str | Path, results: dict[str, Any]) -> None:
     plot_success(summary, out / "success.png", title)
     plot_k(results, out / "k.png")
     plot_demos(results, out / "demos.png")
+    plot_uncertainty(results, out / "uncertainty.png")

@@ -43,6 +43,7 @@ class Episode:
     states: NDArray[np.float64] | None = None  # (T, S) MuJoCo state before each action
     obs: dict[str, NDArray] = field(default_factory=dict)  # key -> (T, ...) observation before each action
     frames: list[NDArray[np.uint8]] = field(default_factory=list)  # render() frames, if asked
+    trace: list[dict] = field(default_factory=list)  # per step: trace(policy) after each act(), if asked
 
 
 def run_episode(
@@ -53,6 +54,7 @@ def run_episode(
     record: bool = False,
     render: bool = False,
     annotate: Callable[[dict, Any], NDArray[np.uint8]] | None = None,
+    trace: Callable[[Any], dict | None] | None = None,
 ) -> Episode:
     """Run one episode from reset(seed=seed) until termination or truncation.
 
@@ -64,6 +66,8 @@ def run_episode(
         render: keep env.render() frames (for videos).
         annotate: with render, `annotate(obs, policy)` after each act() gives an image strip placed under
             the frame that shows the result of that action (e.g. VINN's neighbours).
+        trace: `trace(policy)` after each act() -> a dict kept in `episode.trace` (e.g. VINN's uncertainty and
+            neighbours); None results are dropped. Must be picklable to run in worker processes.
     """
     start = time.perf_counter()
     noise_rng = np.random.default_rng([seed, 7919])
@@ -72,10 +76,13 @@ def run_episode(
     rows: dict[str, list] = {"actions": [], "executed": [], "rewards": [], "dones": [], "states": []}
     obs_rows: dict[str, list] = {k: [] for k in obs} if record else {}
     frames = [] if not render else [env.render()] if annotate is None else []
-    steps, first_success, done = 0, None, False
+    steps, first_success, done, traced = 0, None, False, []
     while not done:
         action = np.asarray(policy.act(obs), dtype=np.float32)
         strip = annotate(obs, policy) if render and annotate is not None else None
+        step_trace = trace(policy) if trace is not None else None
+        if step_trace is not None:
+            traced.append(step_trace)
         executed = action.copy()
         if action_noise > 0:
             executed[:3] = np.clip(executed[:3] + noise_rng.normal(0.0, action_noise, 3), -1.0, 1.0)
@@ -95,7 +102,7 @@ def run_episode(
             rows["dones"].append(done)
         if render:
             frames.append(env.render() if strip is None else stack_frames(env.render(), strip))
-    episode = Episode(seed, bool(info["is_success"]), steps, time.perf_counter() - start, first_success, frames=frames)
+    episode = Episode(seed, bool(info["is_success"]), steps, time.perf_counter() - start, first_success, frames=frames, trace=traced)
     if record:
         episode.actions = np.asarray(rows["actions"], np.float32)
         episode.executed = np.asarray(rows["executed"], np.float32)

@@ -1,0 +1,81 @@
+"""One closed-loop table for all tasks, from the reports run_<task>.py wrote.
+
+    python benchmarks/closed_loop.py      # reads benchmarks/results/<task>/results.json
+                                          # writes benchmarks/results/closed_loop.{json,md,png}
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+import tyro
+
+from vinn_policy.report import NAMES
+from vinn_policy.results import markdown_table, write_results
+
+
+@dataclass
+class Args:
+    tasks: tuple[str, ...] = ("door", "push", "stack")
+    results: str = "benchmarks/results"
+    """Folder holding <task>/results.json; the table is written here too."""
+
+
+def _cell(s: dict) -> str:
+    lo, hi = s["wilson_95"]
+    return f"{100 * s['success_rate']:.0f}% [{100 * lo:.0f}, {100 * hi:.0f}]"
+
+
+def main(args: Args) -> dict:
+    root = Path(args.results)
+    found = {t: json.loads((root / t / "results.json").read_text()) for t in args.tasks if (root / t / "results.json").exists()}
+    if not found:
+        raise SystemExit(f"No results.json under {root}/{{{','.join(args.tasks)}}}; run benchmarks/run_<task>.py first.")
+    methods = list(dict.fromkeys(m for r in found.values() for m in r["summary"]["methods"]))
+    table = markdown_table(["method", *found], [[NAMES.get(m, m), *[_cell(r["summary"]["methods"][m]) if m in r["summary"]["methods"]
+                                                                    else "–" for r in found.values()]] for m in methods])
+    runs = markdown_table(["task", "episodes / method", "train demos", "VINN k", "encoder", "wall time (min)", "of which sweeps (min)"], [
+        [t, r["args"]["episodes"], r["args"]["demos"], r["k"], f"{r['encoder']['kind']}{' (cached)' if r['encoder'].get('cached') else ''}",
+         f"{r['wall_seconds'] / 60:.1f}", f"{sum(v for k, v in r['stage_seconds'].items() if 'sweep' in k) / 60:.1f}"]
+        for t, r in found.items()])
+    md = ["# Closed-loop success, all tasks\n",
+          "Success rate [Wilson 95%] of each method on the same held-out seeds per task (CPU defaults: ResNet-18, 84 px, "
+          "BYOL 6 epochs). Per-task details, paired tests, sweeps and timings: " +
+          ", ".join(f"[{t}]({t}/report.md)" for t in found) + ".\n", table, "\n![closed loop](closed_loop.png)\n", "## Runs\n", runs]
+    for t, r in found.items():
+        sweep = r["sweeps"].get("demos")
+        if sweep:
+            ms = list(next(iter(sweep.values()))["summary"])
+            md += [f"\n## {t}: success vs number of demonstrations\n", markdown_table(
+                ["demos", *[NAMES.get(m, m) for m in ms]], [[n, *[_cell(v["summary"][m]) for m in ms]] for n, v in sweep.items()])]
+
+    fig, ax = plt.subplots(figsize=(8, 3.4))
+    width = 0.8 / len(methods)
+    for i, m in enumerate(methods):
+        s = [r["summary"]["methods"].get(m) for r in found.values()]
+        x = np.arange(len(found)) + (i - (len(methods) - 1) / 2) * width
+        rate = [v["success_rate"] if v else np.nan for v in s]
+        err = [[v["success_rate"] - v["wilson_95"][0] if v else 0 for v in s], [v["wilson_95"][1] - v["success_rate"] if v else 0 for v in s]]
+        ax.bar(x, rate, width, yerr=err, capsize=2, label=NAMES.get(m, m))
+    ax.set_xticks(range(len(found)), list(found))
+    ax.set(ylim=(0, 1.05), ylabel="success (Wilson 95%)")
+    ax.legend(fontsize=7, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.12))
+    fig.tight_layout()
+    fig.savefig(root / "closed_loop.png", dpi=110)
+    plt.close(fig)
+    data = {t: {"summary": r["summary"]["methods"], "wall_seconds": r["wall_seconds"], "stage_seconds": r["stage_seconds"],
+                "k": r["k"], "demo_sweep": r["sweeps"].get("demos")} for t, r in found.items()}
+    write_results(root, "closed_loop", data, "\n".join(md) + "\n")
+    print("\n".join(md))
+    return data
+
+
+if __name__ == "__main__":
+    main(tyro.cli(Args))
