@@ -46,8 +46,10 @@ def main(args: Args) -> dict:
          f"{r['wall_seconds'] / 60:.1f}", f"{sum(v for k, v in r['stage_seconds'].items() if 'sweep' in k) / 60:.1f}"]
         for t, r in found.items()])
     md = ["# Closed-loop success, all tasks\n",
-          "Success rate [Wilson 95%] of each method on the same held-out seeds per task (CPU defaults: ResNet-18, 84 px, "
-          "BYOL 6 epochs). Per-task details, paired tests, sweeps and timings: " +
+          "Success rate [Wilson 95%] of each method on the same held-out seeds per task. Settings: " +
+          "; ".join(f"{t}: {r['encoder']['config']['arch']} at {r['encoder']['config']['image_size']} px, BYOL {r['args']['byol_epochs']} "
+                    f"epochs, BC ≤ {r['args']['bc_epochs']} epochs" for t, r in found.items()) +
+          ". Per-task details, paired tests, sweeps and timings: " +
           ", ".join(f"[{t}]({t}/report.md)" for t in found) + ".\n", table, "\n![closed loop](closed_loop.png)\n", "## Runs\n", runs]
     for t, r in found.items():
         sweep = r["sweeps"].get("demos")

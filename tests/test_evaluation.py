@@ -48,10 +48,10 @@ def test_run_task_smoke_end_to_end_and_replay(tmp_path, task):
     script = load_script(f"run_{task}")
     # sweeps and provenance are task-independent code: door covers them
     sweeps = {"demo_sweep": (2, 4), "k_sweep": (1,), "provenance": True} if task == "door" else {}
-    args = script.BenchmarkArgs(task=task, smoke=True, out=str(tmp_path / "report"), run_dir=str(tmp_path / "run"),
+    args = script.BenchmarkArgs(task=task, smoke=True, out=str(tmp_path / task), run_dir=str(tmp_path / "run"),
                                 data_dir=str(tmp_path / "data"), cache_dir=str(tmp_path / "cache"), workers=2, **sweeps)
     results = script.main(args)
-    saved = json.loads((tmp_path / "report" / "results.json").read_text())
+    saved = json.loads((tmp_path / task / "results.json").read_text())
     for key in ("args", "environment", "summary", "episodes", "offline", "act_latency_ms", "stage_seconds", "k"):
         assert key in saved
     methods = set(saved["summary"]["methods"])
@@ -59,9 +59,9 @@ def test_run_task_smoke_end_to_end_and_replay(tmp_path, task):
     seeds = {m: sorted(r["seed"] for r in saved["episodes"] if r["method"] == m) for m in methods}
     assert len({tuple(s) for s in seeds.values()}) == 1 and len(seeds["vinn"]) == 4  # same seeds for all
     assert min(seeds["vinn"]) >= 1_000_000  # disjoint from demonstration seeds
-    report = (tmp_path / "report" / "report.md").read_text()
+    report = (tmp_path / task / "report.md").read_text()
     assert "Wilson 95%" in report and "McNemar" in report
-    assert (tmp_path / "report" / "success.png").stat().st_size > 1000
+    assert (tmp_path / task / "success.png").stat().st_size > 1000
     video = results["videos"][0]
     assert video["reproduces_evaluation"] and (tmp_path / "run" / "videos").exists()
 
@@ -70,15 +70,17 @@ def test_run_task_smoke_end_to_end_and_replay(tmp_path, task):
         assert set(demos) == {"2", "4"} and set(demos["2"]["summary"]) == {"vinn", "bc_rep", "bc"}
         assert demos["4"]["summary"]["vinn"] == saved["summary"]["methods"]["vinn"]  # the main run, not retrained
         assert saved["sweeps"]["k"]["1"]["episodes"] == 4
-        assert (tmp_path / "report" / "demos.png").exists() and "number of demonstrations" in report
+        assert (tmp_path / task / "demos.png").exists() and "number of demonstrations" in report
         vinn_row = next(r for r in saved["episodes"] if r["method"] == "vinn")
         assert len(vinn_row["uncertainty"]) == vinn_row["steps"] and "failure_auroc" in saved["summary"]["methods"]["vinn"]
         steps = json.loads(open(vinn_row["provenance_file"]).read())
         assert len(steps) == vinn_row["steps"] and {"episode", "frame", "distance", "weight", "action"} <= set(steps[0][0])
         assert "know when it will fail" in report
+        table = load_script("closed_loop").main(load_script("closed_loop").Args(tasks=("door", "push"), results=str(tmp_path)))
+        assert set(table) == {"door"} and (tmp_path / "closed_loop.md").exists() and (tmp_path / "closed_loop.png").exists()
 
     row = next(r for r in saved["episodes"] if r["method"] == "bc")
-    replay_args = script.BenchmarkArgs(task=task, smoke=True, out=str(tmp_path / "report"), run_dir=str(tmp_path / "run"),
+    replay_args = script.BenchmarkArgs(task=task, smoke=True, out=str(tmp_path / task), run_dir=str(tmp_path / "run"),
                                        replay=row["seed"], method="bc")
     replayed = script.main(replay_args)
     assert replayed["reproduces"] and replayed["steps"] == row["steps"]
