@@ -47,7 +47,8 @@ def main(args: Args) -> dict:
         for t, r in found.items()])
     md = ["# Closed-loop success, all tasks\n",
           "Success rate [Wilson 95%] of each method on the same held-out seeds per task. Settings: " +
-          "; ".join(f"{t}: {r['encoder']['config']['arch']} at {r['encoder']['config']['image_size']} px, BYOL {r['args']['byol_epochs']} "
+          "; ".join(f"{t}: paper preset" if r["args"]["paper"] else
+                    f"{t}: {r['encoder']['config']['arch']} at {r['encoder']['config']['image_size']} px, BYOL {r['args']['byol_epochs']} "
                     f"epochs, BC ≤ {r['args']['bc_epochs']} epochs" for t, r in found.items()) +
           ". Per-task details, paired tests, sweeps and timings: " +
           ", ".join(f"[{t}]({t}/report.md)" for t in found) + ".\n", table, "\n![closed loop](closed_loop.png)\n", "## Runs\n", runs]
