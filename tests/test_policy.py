@@ -99,7 +99,8 @@ def test_interrupted_save_keeps_the_previous_artefact(tmp_path, policy, episodes
 
 @pytest.mark.parametrize(
     "kwargs, match",
-    [({"k": 0}, "k must be an integer >= 1"), ({"temperature": -1.0}, "temperature"), ({"temperature": float("nan")}, "temperature")],
+    [({"k": 0}, "k must be an integer >= 1"), ({"temperature": -1.0}, "temperature"), ({"temperature": float("nan")}, "temperature"),
+     ({"mode_selection": "median"}, "mode_selection must be one of")],
 )
 def test_bad_policy_settings(episodes, tiny_encoder, kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -194,3 +195,33 @@ def test_uncertainty_is_low_in_distribution_and_high_far_from_the_demos(tmp_path
     assert loaded.reference == policy.reference  # saved with the policy
     with pytest.raises(ValueError, match="call act"):
         VINNPolicy.fit(frames, actions, eps, encoder=tiny_encoder).uncertainty()
+
+
+def two_strategy_policy(tiny_encoder, mode_selection: str, tmp_path=None) -> tuple[VINNPolicy, np.ndarray, np.ndarray]:
+    """One scene shown in 5 demos: 3 go +y, 2 go -y (two strategies); one other scene that only goes -y."""
+    rng = np.random.default_rng(0)
+    scene, other = rng.integers(0, 255, (2, 32, 32, 3), dtype=np.uint8)
+    frames = np.stack([scene] * 5 + [other])
+    actions = np.array([[0, 1, 0, -1]] * 3 + [[0, -1, 0, -1]] * 3, np.float32)
+    policy = VINNPolicy.fit(frames, actions, np.arange(6), encoder=tiny_encoder, k=5, temperature=1e-3, gripper_index=3,
+                            mode_selection=mode_selection)
+    if tmp_path is not None:
+        policy = VINNPolicy.load(policy.save(tmp_path / mode_selection))
+    return policy, scene, other
+
+
+@pytest.mark.parametrize("mode_selection, first_dy, after_other_dy", [
+    ("none", 0.2, 0.2),  # the paper's average: 3 x (+1) and 2 x (-1) -> +0.2, a motion no demo made
+    ("dominant", 1.0, 1.0),  # the heavier group only
+    ("consistent", 1.0, -1.0),  # the heavier group first, then the group agreeing with the previous action
+])
+def test_mode_selection_on_two_strategy_demos(tmp_path, tiny_encoder, mode_selection, first_dy, after_other_dy):
+    policy, scene, other = two_strategy_policy(tiny_encoder, mode_selection, tmp_path)  # through save/load
+    assert policy.config.mode_selection == mode_selection
+    policy.reset()
+    assert policy.act(scene)[1] == pytest.approx(first_dy, abs=1e-5)
+    policy.reset()
+    assert policy.act(other)[1] == pytest.approx(-1.0, abs=1e-5)  # unimodal (one near neighbour): untouched
+    assert policy.act(scene)[1] == pytest.approx(after_other_dy, abs=1e-5)
+    w = policy.last_neighbours.weights[0]
+    assert w.sum() == pytest.approx(1.0) and (mode_selection == "none") == (w > 0).all()  # provenance shows the choice

@@ -23,6 +23,7 @@ from vinn_policy.bc import BCConfig, BCPolicy
 from vinn_policy.byol import BYOLConfig
 from vinn_policy.demos.collect import EVAL_SEED_BASE
 from vinn_policy.demos.dataset import Demos
+from vinn_policy.diagnostics import diagnose
 from vinn_policy.encoder import Encoder, EncoderConfig
 from vinn_policy.evaluation import evaluate_methods, summarize
 from vinn_policy.offline import OfflineConfig, gripper_accuracy, knn_curve, predict_frames, translation_mse
@@ -33,6 +34,7 @@ from vinn_policy.rollout import run_episode
 from vinn_policy.video import neighbour_annotator, write_mp4
 
 METHODS = ("vinn", "vinn_random", "bc", "bc_rep", "open_loop", "random")
+OPTIONAL_METHODS = ("vinn_dominant", "vinn_consistent")  # VINN with mode selection (VINNConfig.mode_selection)
 GRIPPER = 3
 
 
@@ -86,9 +88,9 @@ class BenchmarkArgs:
     """The paper's settings: ResNet-50, 224 px, 100 BYOL epochs, paper batch sizes (a GPU job)."""
 
     def __post_init__(self) -> None:
-        unknown = set(self.methods) - set(METHODS)
+        unknown = set(self.methods) - set(METHODS + OPTIONAL_METHODS)
         if unknown:
-            raise ValueError(f"Unknown methods {sorted(unknown)}; available: {list(METHODS)}")
+            raise ValueError(f"Unknown methods {sorted(unknown)}; available: {list(METHODS + OPTIONAL_METHODS)}")
         if self.encoder not in ("byol", "random", "imagenet"):
             raise ValueError(f"--encoder must be byol, random or imagenet; got {self.encoder!r}")
         if self.encoder == "imagenet" and not self.imagenet_weights:
@@ -177,17 +179,20 @@ def train_policies(args: BenchmarkArgs, data: Demos, n_train: int, encoder: Enco
         info["train_seconds"][name] = round(time.perf_counter() - t, 1)
         info["paths"][name] = str(policy.save(policy_dir / name))
 
-    if {"vinn", "vinn_random"} & set(args.methods):
+    if {"vinn", "vinn_random", *OPTIONAL_METHODS} & set(args.methods):
         embeddings = encoder.embed(data.frames)
         chosen, curve = _choose_k(embeddings, data, train_rows, val_rows)
         info["k"], info["k_curve_val"] = k or args.k or chosen, curve
-    def vinn(enc: Encoder) -> VINNPolicy:
-        policy = VINNPolicy.fit(frames, actions, eps, encoder=enc, k=info["k"], gripper_index=GRIPPER)
+    def vinn(enc: Encoder, mode_selection: str = "none") -> VINNPolicy:
+        policy = VINNPolicy.fit(frames, actions, eps, encoder=enc, k=info["k"], gripper_index=GRIPPER, mode_selection=mode_selection)
         policy.calibrate()  # uncertainty reference, saved with the policy
         return policy
 
     if "vinn" in args.methods:
         timed("vinn", lambda: vinn(encoder))
+    for name in OPTIONAL_METHODS:
+        if name in args.methods:
+            timed(name, functools.partial(vinn, encoder, name.removeprefix("vinn_")))
     if "vinn_random" in args.methods:
         torch.manual_seed(args.seed)
         untrained = Encoder(encoder.config)
@@ -273,6 +278,7 @@ def run(args: BenchmarkArgs) -> dict[str, Any]:
             atomic_write_text(path, json.dumps(r.pop("provenance")))
             r["provenance_file"] = str(path)
     summary = summarize(rows)
+    diagnostics = stages.run("diagnostics", assumption_diagnostics, trained["paths"], rows) if "vinn" in trained["paths"] else None
 
     sweeps: dict[str, Any] = {}
     if args.k_sweep:
@@ -288,12 +294,19 @@ def run(args: BenchmarkArgs) -> dict[str, Any]:
         "encoder": {"kind": args.encoder, **{k: v for k, v in encoder_info.items() if k != "losses"},
                     "byol_losses": encoder_info.get("losses"), "config": asdict(encoder.config)},
         "k": trained.get("k"), "k_curve_val": trained.get("k_curve_val"), "train_seconds": trained["train_seconds"],
-        "offline": trained["offline"], "summary": summary, "episodes": rows, "sweeps": sweeps,
+        "offline": trained["offline"], "summary": summary, "diagnostics": diagnostics, "episodes": rows, "sweeps": sweeps,
         "act_latency_ms": latency, "videos": videos, "stage_seconds": stages.seconds,
         "wall_seconds": round(time.perf_counter() - start, 1),
     }
     write_report(out, results)
     return results
+
+
+def assumption_diagnostics(paths: dict[str, str], rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """VINN's assumption diagnostics on its database, with coverage from its closed-loop nearest distances."""
+    policy = VINNPolicy.load(paths["vinn"])
+    nn = np.asarray([d for r in rows if r["method"] == "vinn" for d in r.get("nn_distance", [])])
+    return diagnose(policy.database, policy.config.k, nn).to_dict()
 
 
 def _k_sweep(args: BenchmarkArgs, data: Demos, encoder: Encoder, run_dir: Path, make) -> dict[str, Any]:
@@ -320,10 +333,17 @@ def _demo_sweep(args: BenchmarkArgs, data: Demos, encoder: Encoder, run_dir: Pat
             out[str(n)] = {"summary": {m: main_summary["methods"][m] for m in methods},
                            "offline": {m: main["offline"][m] for m in methods}, "k": main.get("k")}
             continue
-        sub = replace(args, methods=tuple(methods))
-        trained = train_policies(sub, data, n, encoder, run_dir / "sweep" / f"demos{n}")
+        policy_dir = run_dir / "sweep" / f"demos{n}"
+        trained = train_policies(replace(args, methods=tuple(m for m in methods if m != "vinn")), data, n, encoder, policy_dir)
+        if "vinn" in methods:  # instant: drop episodes from the main database, no re-embedding; the main run's k
+            vinn = VINNPolicy.load(main["paths"]["vinn"])
+            vinn.remove_episodes(np.arange(n, args.demos))
+            vinn.calibrate()
+            trained["paths"]["vinn"] = str(vinn.save(policy_dir / "vinn"))
+            val_rows = np.flatnonzero(data.episode_ids >= data.num_episodes - args.val_demos)
+            trained["offline"].update(offline_errors({"vinn": trained["paths"]["vinn"]}, data, val_rows))
         rows = evaluate_methods(make, trained["paths"], args.eval_seeds(), args.workers)
-        out[str(n)] = {"summary": summarize(rows)["methods"], "offline": trained["offline"], "k": trained.get("k")}
+        out[str(n)] = {"summary": summarize(rows)["methods"], "offline": trained["offline"], "k": main.get("k")}
     return out
 
 

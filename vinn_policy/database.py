@@ -127,17 +127,21 @@ class EmbeddingDatabase:
         return Neighbours(actions.numpy(), rows, dist.numpy(), w.numpy(), self.episode_ids[rows], self.frame_indices[rows],
                           self.actions.numpy()[rows])
 
-    def leave_one_episode_out(self, k: int, temperature: float = 1.0, max_queries: int = 2000, seed: int = 0) -> Neighbours:
+    def held_out_rows(self, max_queries: int = 2000, seed: int = 0) -> NDArray[np.int64]:
+        """All rows, or a seeded sorted sample of max_queries of them: the queries of `leave_one_episode_out`."""
+        rows = np.arange(len(self))
+        return np.sort(np.random.default_rng(seed).choice(rows, max_queries, replace=False)) if len(rows) > max_queries else rows
+
+    def leave_one_episode_out(self, k: int, temperature: float = 1.0, max_queries: int = 2000, seed: int = 0,
+                              rows: NDArray[np.integer] | None = None) -> Neighbours:
         """Neighbours of (a seeded sample of) the database's own frames, each searched among the OTHER episodes.
 
         This is how far, and how consistent, neighbours are for a frame the database has not seen from the
-        same demonstration: the reference against which query distances are judged.
+        same demonstration: the reference against which query distances are judged. `rows` overrides the sample.
         """
         if len(np.unique(self.episode_ids)) < 2:
             raise ValueError("Leave-one-episode-out needs at least 2 episodes in the database.")
-        rows = np.arange(len(self))
-        if len(rows) > max_queries:
-            rows = np.sort(np.random.default_rng(seed).choice(rows, max_queries, replace=False))
+        rows = self.held_out_rows(max_queries, seed) if rows is None else np.asarray(rows, np.int64)
         k = min(k, int(len(self) - np.bincount(self.episode_ids - self.episode_ids.min()).max()))
         dist, idx = [], []
         for chunk in np.array_split(rows, max(1, len(rows) // 256)):
@@ -181,6 +185,10 @@ class EmbeddingDatabase:
     def blend(self, dist: torch.Tensor, idx: torch.Tensor, temperature: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, k) distances and row indices -> (B, A) actions and (B, k) softmin weights (gripper voted)."""
         w = softmin_weights(dist, temperature)  # (B, k)
+        return self.combine(w, idx), w
+
+    def combine(self, w: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        """(B, k) weights (rows summing to 1) over (B, k) rows -> (B, A) weighted-mean actions, gripper voted."""
         neigh = self.actions[idx]  # (B, k, A)
         blended = (w.unsqueeze(-1) * neigh).sum(1)  # (B, A)
         if self.gripper_index is not None:
@@ -188,7 +196,7 @@ class EmbeddingDatabase:
             lo, hi = self.actions[:, g].min(), self.actions[:, g].max()
             closed_weight = (w * (neigh[..., g] > (lo + hi) / 2)).sum(1)  # (B,)
             blended[:, g] = torch.where(closed_weight >= 0.5, hi, lo)
-        return blended, w
+        return blended
 
     def tensors(self, prefix: str = "db.") -> dict[str, torch.Tensor]:
         return {

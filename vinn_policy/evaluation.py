@@ -43,7 +43,8 @@ def step_trace(policy: Any, provenance: bool = False) -> dict[str, Any] | None:
     if not hasattr(policy, "uncertainty"):
         return None
     u = policy.uncertainty()
-    row: dict[str, Any] = {"score": float(u.score[0]), "distance": float(u.distance[0]), "spread": float(u.spread[0])}
+    row: dict[str, Any] = {"score": float(u.score[0]), "distance": float(u.distance[0]), "spread": float(u.spread[0]),
+                           "nn_distance": float(policy.last_neighbours.distances[0, 0])}
     if provenance:
         row["neighbours"] = policy.last_neighbours.rows()
     return row
@@ -97,7 +98,8 @@ def episode_row(method: str, episode: Episode) -> dict[str, Any]:
            "first_success_step": episode.first_success_step, "wall_time": round(episode.wall_time, 3)}
     if episode.trace:
         scores = [t["score"] for t in episode.trace]
-        row.update(uncertainty=[round(x, 3) for x in scores], uncertainty_max=max(scores), uncertainty_mean=float(np.mean(scores)))
+        row.update(uncertainty=[round(x, 3) for x in scores], uncertainty_max=max(scores), uncertainty_mean=float(np.mean(scores)),
+                   nn_distance=[round(t["nn_distance"], 4) for t in episode.trace])  # for the coverage diagnostic
         if "neighbours" in episode.trace[0]:
             row["provenance"] = [t["neighbours"] for t in episode.trace]
     return row

@@ -8,15 +8,19 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
+import torch
 from numpy.typing import NDArray
 
 from vinn_policy.artefact import ArtefactError, load_artefact, require_keys, save_artefact
 from vinn_policy.database import EmbeddingDatabase, Neighbours
+from vinn_policy.diagnostics import opposing_groups, typical_action_norm
 from vinn_policy.encoder import Encoder, check_images
+
+MODE_SELECTIONS = ("none", "dominant", "consistent")
 
 
 @dataclass
@@ -31,12 +35,18 @@ class VINNConfig:
     """Key of the camera image when act() receives a Gymnasium dict observation."""
     gripper_index: int | None = None
     """Action dimension decided by a weighted vote as a binary gripper; None blends every dimension."""
+    mode_selection: str = "none"
+    """When the neighbours' actions split into two opposing groups (diagnostics.opposing_groups), the paper
+    ("none") averages them anyway; "dominant" blends only the heavier group; "consistent" the group whose mean
+    points most like the previous step's action (the heavier one on an episode's first step)."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.k, int) or isinstance(self.k, bool) or self.k < 1:
             raise ValueError(f"k must be an integer >= 1; got {self.k!r}.")
         if not (isinstance(self.temperature, (int, float)) and np.isfinite(self.temperature) and self.temperature > 0):
             raise ValueError(f"temperature must be a finite number > 0; got {self.temperature!r}.")
+        if self.mode_selection not in MODE_SELECTIONS:
+            raise ValueError(f"mode_selection must be one of {MODE_SELECTIONS}; got {self.mode_selection!r}.")
         if not isinstance(self.image_key, str) or not self.image_key:
             raise ValueError(f"image_key must be a non-empty string; got {self.image_key!r}.")
 
@@ -87,6 +97,8 @@ class VINNPolicy:
             raise ValueError("config.gripper_index must match the database's gripper_index.")
         self.last_neighbours: Neighbours | None = None
         self.reference: dict[str, float] | None = None  # uncertainty normalisers (see calibrate)
+        self._previous: NDArray[np.float32] | None = None  # last actions, for mode_selection="consistent"
+        self._min_norm: float | None = None  # smallest group motion that counts as a mode (from the database)
 
     @classmethod
     def fit(
@@ -98,6 +110,7 @@ class VINNPolicy:
         k: int = 5,
         temperature: float = 1.0,
         gripper_index: int | None = None,
+        mode_selection: str = "none",
         image_key: str = "image",
         frame_indices: NDArray[np.integer] | None = None,
         batch_size: int = 256,
@@ -110,7 +123,8 @@ class VINNPolicy:
             episode_ids: (N,) demonstration each frame belongs to.
             encoder: the image encoder (e.g. from `train_byol`).
         """
-        config = VINNConfig(k=k, temperature=temperature, image_key=image_key, gripper_index=gripper_index)
+        config = VINNConfig(k=k, temperature=temperature, mode_selection=mode_selection, image_key=image_key,
+                            gripper_index=gripper_index)
         frames = check_images(frames)
         if len(frames) != len(actions):
             raise ValueError(f"Got {len(frames)} frames but {len(actions)} actions; expected one action per frame.")
@@ -143,16 +157,18 @@ class VINNPolicy:
         if len(frames) != len(actions):
             raise ValueError(f"Got {len(frames)} frames but {len(actions)} actions; expected one action per frame.")
         self.database = self.database.extend(self.encoder.embed(frames, batch_size=batch_size), actions, episode_ids, frame_indices)
-        self.reference = None  # the database changed: recalibrate on next use
+        self.reference = self._min_norm = None  # the database changed: recalibrate on next use
 
     def remove_episodes(self, episode_ids: object) -> None:
         """Forget these demonstrations (episode ids) from the next act() on."""
         self.database = self.database.without_episodes(episode_ids)
-        self.reference = None
+        self.reference = self._min_norm = None
 
     def reset(self, seed: int | None = None) -> None:
-        """Start an episode. VINN is memoryless and deterministic; this only clears the last neighbour set."""
+        """Start an episode. VINN is memoryless and deterministic (with mode_selection="consistent" it remembers
+        the previous action); this clears the last neighbour set and that memory."""
         self.last_neighbours = None
+        self._previous = None
 
     def act(self, obs: object) -> NDArray[np.float32]:
         """One observation ((H, W, 3) uint8 image or dict) -> float32 action of shape (A,)."""
@@ -165,8 +181,36 @@ class VINNPolicy:
         """A batch of observations ((B, H, W, 3) uint8 or a dict of batched arrays) -> float32 (B, A)."""
         images = extract_images(obs_batch, self.config.image_key)
         result = self.database.query(self.encoder.embed(images), self.config.k, self.config.temperature)
+        if self.config.mode_selection != "none":
+            result = self._select_mode(result)
         self.last_neighbours = result
+        self._previous = result.actions
         return result.actions
+
+    def _select_mode(self, nb: Neighbours) -> Neighbours:
+        """Re-blend queries whose neighbours split into opposing groups from one group only (see VINNConfig)."""
+        dims = [i for i in range(self.database.action_dim) if i != self.config.gripper_index]
+        moves = nb.neighbour_actions[..., dims]  # (B, k, A')
+        if self._min_norm is None:
+            self._min_norm = typical_action_norm(self.database) / 4  # as in the multimodality diagnostic
+        flags, heavy = opposing_groups(moves, nb.weights, self._min_norm)
+        if not flags.any():
+            return nb
+        keep = np.where(flags[:, None], heavy, True)
+        if self.config.mode_selection == "consistent" and self._previous is not None and len(self._previous) == len(keep):
+            prev = self._previous[:, dims]  # (B, A')
+
+            def cosine(member: NDArray[np.bool_]) -> NDArray[np.float64]:
+                wm = nb.weights * member
+                mean = (wm[..., None] * moves).sum(1) / np.maximum(wm.sum(1, keepdims=True), 1e-12)
+                return (mean * prev).sum(1) / np.maximum(np.linalg.norm(mean, axis=1) * np.linalg.norm(prev, axis=1), 1e-12)
+
+            switch = flags & (cosine(~heavy) > cosine(heavy))
+            keep = np.where(switch[:, None], ~heavy, keep)
+        w = nb.weights * keep
+        w = (w / w.sum(1, keepdims=True)).astype(np.float32)
+        actions = self.database.combine(torch.from_numpy(w), torch.from_numpy(nb.indices)).numpy()
+        return replace(nb, actions=actions, weights=w)
 
     def save(self, path: str | Path) -> Path:
         """Save as one directory: model.safetensors (encoder + database) and config.json, atomically."""

@@ -12,10 +12,12 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 from vinn_policy.artefact import atomic_write_text
+from vinn_policy.diagnostics import verdict_table
 from vinn_policy.results import markdown_table
 
 NAMES = {"vinn": "VINN", "vinn_random": "kNN, untrained encoder", "bc": "BC end-to-end", "bc_rep": "BC-rep",
-         "open_loop": "Open-loop", "random": "Random"}
+         "open_loop": "Open-loop", "random": "Random",
+         "vinn_dominant": "VINN, dominant mode", "vinn_consistent": "VINN, consistent mode"}
 
 
 def _pct(x: float) -> str:
@@ -144,6 +146,11 @@ def write_report(out: str | Path, results: dict[str, Any]) -> None:
                "its median over the demonstrations (leave one episode out), so ~2 is typical in distribution. An episode's "
                "score is its maximum or mean; AUROC is how well that score separates failed from successful episodes.\n",
                uncertainty_table(summary), "\n![uncertainty](uncertainty.png)\n"]
+    if results.get("diagnostics"):
+        md += ["\n## Do VINN's assumptions hold here?\n",
+               "Measured on the VINN database (held-out frames: leave one episode out) and its closed-loop steps; "
+               "see `vinn_policy.diagnostics` for definitions and thresholds.\n",
+               markdown_table(["assumption", "measured", "verdict"], verdict_table(results["diagnostics"]))]
     if results["sweeps"].get("k"):
         md += ["\n## VINN success vs k\n", markdown_table(["k", "success", "Wilson 95%"], [
             [k, _pct(s["success_rate"]), f"[{_pct(s['wilson_95'][0])}, {_pct(s['wilson_95'][1])}]"] for k, s in results["sweeps"]["k"].items()])]
