@@ -107,7 +107,10 @@ class PushExpert(Expert):
     BEHIND = 0.045  # gripper centre to cube centre while pushing (half cube + finger)
 
     def _act(self, obs):
-        eef, cube, goal = obs["robot0_eef_pos"], obs["cube_pos"], obs["goal_pos"]
+        return self._push(obs, obs["goal_pos"])
+
+    def _push(self, obs, goal):
+        eef, cube = obs["robot0_eef_pos"], obs["cube_pos"]
         to_goal = (goal - cube)[:2]
         d = to_goal / max(np.linalg.norm(to_goal), 1e-6)
         behind = cube[:2] - d * (self.BEHIND + 0.02)
@@ -124,13 +127,39 @@ class PushExpert(Expert):
             lateral = np.cross(np.append(d, 0), np.append(eef[:2] - cube[:2], 0))[2]
             if abs(lateral) > 0.025:  # slipped off the line: lift and approach again
                 self.phase, self.t_phase = 0, 0
-                return self._act(obs)
+                return self._push(obs, goal)
             ahead = min(np.linalg.norm(to_goal), 0.04)
             target = np.array([*(cube[:2] - d * (self.BEHIND - ahead)), push_z])
         return servo(target, eef, CLOSED)
 
 
-EXPERTS = {"door": DoorExpert, "push": PushExpert, "stack": StackExpert}
+class PushAroundExpert(PushExpert):
+    """Push the cube sideways into a lane beside the block, along it past the block, then in onto the goal.
+
+    The lane is on the robot's left (+y) in even-seeded episodes and on its right in odd ones: two strategies.
+    """
+
+    LANE = 0.08  # m from the block's centre line
+
+    def reset(self, seed: int | None = None) -> None:
+        super().reset(seed)
+        self.side = 1.0 if (seed or 0) % 2 == 0 else -1.0
+        self.waypoints: list[NDArray] | None = None
+
+    def _act(self, obs):
+        cube, goal = obs["cube_pos"], obs["goal_pos"]
+        if self.waypoints is None:
+            lane = obs["obstacle_pos"][1] + self.side * self.LANE
+            self.waypoints = [np.array([cube[0], lane]), np.array([goal[0], lane])]
+        if len(self.waypoints) == 2 and abs(cube[1] - self.waypoints[0][1]) < 0.02:  # in the lane
+            self.waypoints.pop(0)
+        if len(self.waypoints) == 1 and cube[0] > self.waypoints[0][0] - 0.02:  # past the block
+            self.waypoints.pop(0)
+        target = self.waypoints[0] if self.waypoints else goal[:2]
+        return self._push(obs, np.array([*target, goal[2]]))
+
+
+EXPERTS = {"door": DoorExpert, "push": PushExpert, "stack": StackExpert, "push_around": PushAroundExpert}
 
 
 def make_expert(task: str) -> Expert:

@@ -14,6 +14,7 @@ TASKS = {
     "door": ("vinn/Door-v0", "vinn_policy.envs.door:DoorEnv"),
     "push": ("vinn/Push-v0", "vinn_policy.envs.push:PushEnv"),
     "stack": ("vinn/Stack-v0", "vinn_policy.envs.stack:StackEnv"),
+    "push_around": ("vinn/PushAround-v0", "vinn_policy.envs.push_around:PushAroundEnv"),  # two strategies, on purpose
 }
 
 for _env_id, _entry_point in TASKS.values():

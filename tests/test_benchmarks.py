@@ -64,3 +64,17 @@ def test_experts_smoke(tmp_path):
     row = data["tasks"]["push"]
     assert row["no_noise"]["episodes"] == 4 and row["steps_per_s"]["2_processes"] > 0
     assert (tmp_path / "experts.md").exists()
+
+
+@pytest.mark.sim
+@pytest.mark.slow
+def test_two_strategy_smoke(tmp_path):
+    script = load_script("two_strategy")
+    data = script.main(script.Args(smoke=True, workers=1, out=str(tmp_path / "out"), run_dir=str(tmp_path / "runs"),
+                                   data_dir=str(tmp_path / "data"), cache_dir=str(tmp_path / "cache")))
+    assert set(data["summary"]["methods"]) == {"vinn_one", "vinn", "vinn_dominant", "vinn_consistent"}
+    assert all(s["episodes"] == 2 for s in data["summary"]["methods"].values())
+    assert set(data["diagnostics"]) == {"vinn_one", "vinn"} and "multimodality" in data["diagnostics"]["vinn"]
+    saved = json.loads((tmp_path / "out" / "two_strategy.json").read_text())
+    assert saved["summary"] == json.loads(json.dumps(data["summary"]))
+    assert "| unimodality |" in (tmp_path / "out" / "two_strategy.md").read_text()

@@ -85,5 +85,24 @@ def test_expert_solves_a_few_seeds_within_the_horizon(task_env):
 
 
 def test_unknown_task_lists_the_available_ones():
-    with pytest.raises(ValueError, match=r"available: \['door', 'push', 'stack'\]"):
+    with pytest.raises(ValueError, match=r"available: \['door', 'push', 'push_around', 'stack'\]"):
         env_id("drawer")
+
+
+def test_push_around_expert_takes_the_left_lane_on_even_seeds_and_the_right_on_odd():
+    env = make_env("push_around", image_size=32, render_mode=None)
+    expert = make_expert("push_around")
+    try:
+        for seed, side in ((100, 1.0), (101, -1.0)):
+            obs, _ = env.reset(seed=seed)
+            expert.reset(seed=seed)
+            block_y, offsets = obs["obstacle_pos"][1], []
+            for _ in range(env.unwrapped.horizon):
+                obs, _, terminated, truncated, info = env.step(expert.act(obs))
+                offsets.append(obs["cube_pos"][1] - block_y)
+                if terminated or truncated:
+                    break
+            assert info["is_success"], f"push_around expert failed seed {seed}"
+            assert side * max(offsets, key=abs) > 0.06  # the cube went round the block on that side
+    finally:
+        env.close()
