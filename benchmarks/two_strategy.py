@@ -28,6 +28,7 @@ from vinn_policy.envs import make_env
 from vinn_policy.benchmark import GRIPPER, BenchmarkArgs
 from vinn_policy.diagnostics import diagnose, verdict_table
 from vinn_policy.evaluation import evaluate_methods, summarize
+from vinn_policy.offline import translation_mse
 from vinn_policy.pipeline import cached_byol, ensure_demos
 from vinn_policy.policy import VINNPolicy
 from vinn_policy.report import NAMES
@@ -79,6 +80,20 @@ def main(args: Args) -> dict:
                                 mode_selection=mode, frame_indices=demos.frame_indices)
         policy.calibrate()
         paths[name] = policy.save(Path(args.run_dir) / name)
+    # Offline: each policy acts frame by frame (in order, so "consistent" sees its previous action) on held-out
+    # demos of both strategies that neither database holds.
+    held = {"left": left[args.demos:][:5], "right": right[args.demos - args.demos // 2:][:5]}
+    offline: dict = {}
+    for name, path in paths.items():
+        policy, offline[name] = VINNPolicy.load(path), {}
+        for side, eps in held.items():
+            pred, target = [], []
+            for e in eps:
+                rows = np.flatnonzero(data.episode_ids == e)
+                policy.reset()
+                pred += [policy.act(f) for f in data.frames[rows]]
+                target.append(data.actions[rows])
+            offline[name][side] = translation_mse(np.asarray(pred), np.concatenate(target)) if eps else None
     make = functools.partial(make_env, TASK, image_size=bench.image_size, render_mode=None, horizon=bench.horizon)
     rows = evaluate_methods(make, paths, bench.eval_seeds(), args.workers, progress=not args.smoke)
     summary = summarize(rows)
@@ -89,10 +104,12 @@ def main(args: Args) -> dict:
 
     m = summary["methods"]
     cell = lambda s: f"{s['successes']}/{s['episodes']} = {100 * s['success_rate']:.0f}% [{100 * s['wilson_95'][0]:.0f}, {100 * s['wilson_95'][1]:.0f}]"  # noqa: E731
-    table = markdown_table(["method", "success [Wilson 95%]", "paired vs 'VINN, two strategies': only it / only this / McNemar p"],
+    mse = lambda x: "–" if x is None else f"{x:.4f}"  # noqa: E731
+    table = markdown_table(["method", "success [Wilson 95%]", "paired vs 'VINN, two strategies': only it / only this / McNemar p",
+                            f"offline MSE, held-out left demos ({len(held['left'])})", f"offline MSE, held-out right demos ({len(held['right'])})"],
                            [[LABELS[n], cell(m[n]), "–" if n == "vinn" else
-                             f"{summary['paired'][n]['only_a']} / {summary['paired'][n]['only_b']} / {summary['paired'][n]['mcnemar_p']:.3g}"]
-                            for n in paths])
+                             f"{summary['paired'][n]['only_a']} / {summary['paired'][n]['only_b']} / {summary['paired'][n]['mcnemar_p']:.3g}",
+                             mse(offline[n]["left"]), mse(offline[n]["right"])] for n in paths])
     md = ["# Two demonstration strategies: VINN's averaging failure and mode selection\n",
           f"`{TASK}`: push the cube round a block, left or right. {args.demos} demonstrations per database; BYOL "
           f"({bench.byol_config().encoder.arch}, {bench.image_size} px, {bench.byol_epochs} epochs) on the two-strategy frames; "
@@ -115,7 +132,7 @@ def main(args: Args) -> dict:
     fig.savefig(Path(args.out) / "two_strategy.png", dpi=110)
     plt.close(fig)
     results = {"args": asdict(args), "environment": environment(), "byol": asdict(bench.byol_config()), "encoder_cached": info["cached"],
-               "summary": summary, "diagnostics": diagnostics, "episodes": rows, "wall_seconds": wall,
+               "summary": summary, "offline_translation_mse": offline, "held_out_episodes": held, "diagnostics": diagnostics, "episodes": rows, "wall_seconds": wall,
                "labels": {**NAMES, **LABELS}}
     write_results(args.out, "two_strategy", results, "\n".join(md) + "\n")
     print("\n".join(md))

