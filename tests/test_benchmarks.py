@@ -41,6 +41,8 @@ def test_perf_smoke(tmp_path):
     data = load_script("perf").main(load_script("perf").Args(smoke=True, out=str(tmp_path)))
     assert data["byol"]["images_per_s"] > 0 and data["act"][0]["act"]["median_ms"] > 0
     assert json.loads((tmp_path / "perf.json").read_text())["act"][0]["frames"] == 1000
+    assert data["read_bandwidth_gb_per_s"] > 0.1 and data["act"][0]["bandwidth_bound_ms"] == pytest.approx(
+        1000 * 2048 / (data["read_bandwidth_gb_per_s"] * 1e9) * 1e3)
 
 
 @pytest.mark.sim
