@@ -17,7 +17,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import tyro
 
-from vinn_policy.report import NAMES
+from vinn_policy.report import NAMES, success_cell
 from vinn_policy.results import markdown_table, write_results
 
 
@@ -28,18 +28,13 @@ class Args:
     """Folder holding <task>/results.json; the table is written here too."""
 
 
-def _cell(s: dict) -> str:
-    lo, hi = s["wilson_95"]
-    return f"{100 * s['success_rate']:.0f}% [{100 * lo:.0f}, {100 * hi:.0f}]"
-
-
 def main(args: Args) -> dict:
     root = Path(args.results)
     found = {t: json.loads((root / t / "results.json").read_text()) for t in args.tasks if (root / t / "results.json").exists()}
     if not found:
         raise SystemExit(f"No results.json under {root}/{{{','.join(args.tasks)}}}; run benchmarks/run_<task>.py first.")
     methods = list(dict.fromkeys(m for r in found.values() for m in r["summary"]["methods"]))
-    table = markdown_table(["method", *found], [[NAMES.get(m, m), *[_cell(r["summary"]["methods"][m]) if m in r["summary"]["methods"]
+    table = markdown_table(["method", *found], [[NAMES.get(m, m), *[success_cell(r["summary"]["methods"][m]) if m in r["summary"]["methods"]
                                                                     else "–" for r in found.values()]] for m in methods])
     runs = markdown_table(["task", "episodes / method", "train demos", "VINN k", "encoder", "wall time (min)", "of which sweeps (min)"], [
         [t, r["args"]["episodes"], r["args"]["demos"], r["k"], f"{r['encoder']['kind']}{' (cached)' if r['encoder'].get('cached') else ''}",
@@ -57,7 +52,7 @@ def main(args: Args) -> dict:
         if sweep:
             ms = list(next(iter(sweep.values()))["summary"])
             md += [f"\n## {t}: success vs number of demonstrations\n", markdown_table(
-                ["demos", *[NAMES.get(m, m) for m in ms]], [[n, *[_cell(v["summary"][m]) for m in ms]] for n, v in sweep.items()])]
+                ["demos", *[NAMES.get(m, m) for m in ms]], [[n, *[success_cell(v["summary"][m]) for m in ms]] for n, v in sweep.items()])]
 
     fig, ax = plt.subplots(figsize=(8, 3.4))
     width = 0.8 / len(methods)

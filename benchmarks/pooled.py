@@ -30,6 +30,7 @@ from vinn_policy.diagnostics import diagnose, verdict_table
 from vinn_policy.evaluation import evaluate_methods, summarize
 from vinn_policy.pipeline import cached_byol, ensure_demos
 from vinn_policy.policy import VINNPolicy
+from vinn_policy.report import success_cell
 from vinn_policy.results import environment, markdown_table, write_results
 
 
@@ -87,8 +88,7 @@ def main(args: Args) -> dict:
                                "steps_with_wrong_task_majority": float(np.mean(np.asarray(wrong) > 0.5)) if wrong else None,
                                "pooled_diagnostics": diag.to_dict(), "episodes": rows}
         m = s["methods"]
-        cell = lambda x: f"{100 * x['success_rate']:.0f}% [{100 * x['wilson_95'][0]:.0f}, {100 * x['wilson_95'][1]:.0f}]"  # noqa: E731
-        rows_md.append([t, cell(m["vinn"]), cell(m["vinn_pooled"]), f"{s['paired']['vinn_pooled']['mcnemar_p']:.3g}",
+        rows_md.append([t, success_cell(m["vinn"]), success_cell(m["vinn_pooled"]), f"{s['paired']['vinn_pooled']['mcnemar_p']:.3g}",
                         f"{100 * results['tasks'][t]['wrong_task_weight_mean']:.1f}%",
                         f"{100 * results['tasks'][t]['steps_with_wrong_task_majority']:.1f}%"])
         plot[t] = (m["vinn"], m["vinn_pooled"])

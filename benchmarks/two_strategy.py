@@ -31,7 +31,7 @@ from vinn_policy.evaluation import evaluate_methods, summarize
 from vinn_policy.offline import translation_mse
 from vinn_policy.pipeline import cached_byol, ensure_demos
 from vinn_policy.policy import VINNPolicy
-from vinn_policy.report import NAMES
+from vinn_policy.report import NAMES, success_cell
 from vinn_policy.results import environment, markdown_table, write_results
 
 TASK = "push_around"
@@ -103,7 +103,7 @@ def main(args: Args) -> dict:
         diagnostics[name] = diagnose(VINNPolicy.load(paths[name]).database, args.k, nn).to_dict()
 
     m = summary["methods"]
-    cell = lambda s: f"{s['successes']}/{s['episodes']} = {100 * s['success_rate']:.0f}% [{100 * s['wilson_95'][0]:.0f}, {100 * s['wilson_95'][1]:.0f}]"  # noqa: E731
+    cell = lambda s: f"{s['successes']}/{s['episodes']} = {success_cell(s)}"  # noqa: E731
     mse = lambda x: "–" if x is None else f"{x:.4f}"  # noqa: E731
     table = markdown_table(["method", "success [Wilson 95%]", "paired vs 'VINN, two strategies': only it / only this / McNemar p",
                             f"offline MSE, held-out left demos ({len(held['left'])})", f"offline MSE, held-out right demos ({len(held['right'])})"],

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
-from vinn_policy.lwr import knn, softmin_weights, squared_norms
+from vinn_policy.lwr import exact_distances, knn, softmin_weights, squared_norms
 
 
 @dataclass
@@ -148,8 +148,8 @@ class EmbeddingDatabase:
             q = self.embeddings[chunk]
             sq = (q * q).sum(1, keepdim=True) - 2.0 * (q @ self.embeddings.T) + self._keys_sq[None, :]  # (b, N)
             sq[torch.from_numpy(self.episode_ids[chunk][:, None] == self.episode_ids[None, :])] = float("inf")
-            neg, i = torch.topk(-sq, k, dim=1)
-            dist.append((-neg).clamp_min_(0.0).sqrt_())
+            d, i = exact_distances(q, self.embeddings, torch.topk(-sq, k, dim=1).indices)
+            dist.append(d)
             idx.append(i)
         d, i = torch.cat(dist), torch.cat(idx)
         actions, w = self.blend(d, i, temperature)

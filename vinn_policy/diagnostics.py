@@ -32,7 +32,8 @@ MULTIMODAL_FRACTION = 0.1  # more queries than this with opposing neighbour grou
 COVERAGE_BEYOND = 0.1  # more rollout steps than this beyond the demonstrations' 95th percentile: out of coverage
 
 
-def _translation(actions: NDArray, gripper_index: int | None) -> NDArray[np.float32]:
+def translation(actions: NDArray, gripper_index: int | None) -> NDArray[np.float32]:
+    """The action dimensions that are blended (all but the voted gripper), along the last axis."""
     return np.asarray(actions if gripper_index is None else np.delete(actions, gripper_index, axis=-1), np.float32)
 
 
@@ -41,12 +42,16 @@ def _spread(groups: NDArray[np.float32]) -> NDArray[np.float32]:
     return np.sqrt(((groups - groups.mean(1, keepdims=True)) ** 2).sum(-1).mean(1))
 
 
-def action_consistency(db: EmbeddingDatabase, k: int, max_queries: int = 2000, pairs: int = 20000, seed: int = 0) -> dict[str, Any]:
-    """Neighbour action spread vs random-frame spread (ratio < 1: neighbours agree), and distance rank correlation."""
+def action_consistency(db: EmbeddingDatabase, k: int, max_queries: int = 2000, pairs: int = 20000, seed: int = 0,
+                       neighbours: Neighbours | None = None) -> dict[str, Any]:
+    """Neighbour action spread vs random-frame spread (ratio < 1: neighbours agree), and distance rank correlation.
+
+    `neighbours`: `db.leave_one_episode_out(k, max_queries=max_queries, seed=seed)` if already computed.
+    """
     rng = np.random.default_rng(seed)
     rows = db.held_out_rows(max_queries, seed)
-    nb = db.leave_one_episode_out(k, rows=rows)
-    actions = _translation(db.actions.numpy(), db.gripper_index)
+    nb = neighbours if neighbours is not None else db.leave_one_episode_out(k, rows=rows)
+    actions = translation(db.actions.numpy(), db.gripper_index)
     k = nb.indices.shape[1]
     # k random frames from other episodes for each query (rejection: redraw same-episode picks)
     rand = rng.integers(0, len(db), (len(rows), k))
@@ -55,7 +60,7 @@ def action_consistency(db: EmbeddingDatabase, k: int, max_queries: int = 2000, p
         if not clash.any():
             break
         rand[clash] = rng.integers(0, len(db), int(clash.sum()))
-    neighbour_spread = float(_spread(_translation(nb.neighbour_actions, db.gripper_index)).mean())
+    neighbour_spread = float(_spread(translation(nb.neighbour_actions, db.gripper_index)).mean())
     random_spread = float(_spread(actions[rand]).mean())
     i, j = rng.integers(0, len(db), pairs), rng.integers(0, len(db), pairs)
     keep = db.episode_ids[i] != db.episode_ids[j]
@@ -66,6 +71,12 @@ def action_consistency(db: EmbeddingDatabase, k: int, max_queries: int = 2000, p
     verdict = "holds" if ratio < CONSISTENT else "weak" if ratio < INCONSISTENT else "violated"
     return {"k": k, "queries": len(rows), "neighbour_spread": neighbour_spread, "random_spread": random_spread,
             "spread_ratio": ratio, "rank_correlation": float(rho), "pairs": int(keep.sum()), "verdict": verdict}
+
+
+def weighted_group_mean(actions: NDArray, weights: NDArray, member: NDArray[np.bool_]) -> NDArray[np.float64]:
+    """(B, k, A) actions, (B, k) weights, (B, k) membership -> (B, A) weighted mean of each query's members."""
+    wm = np.asarray(weights, np.float64) * member
+    return (wm[..., None] * actions).sum(1) / np.maximum(wm.sum(1, keepdims=True), 1e-12)
 
 
 def opposing_groups(neighbour_actions: NDArray, weights: NDArray, min_norm: float, min_share: float = 0.2,
@@ -82,19 +93,14 @@ def opposing_groups(neighbour_actions: NDArray, weights: NDArray, min_norm: floa
     """
     x = np.asarray(neighbour_actions, np.float64)  # (B, k, A)
     w = np.asarray(weights, np.float64)  # (B, k)
-
-    def group_mean(member: NDArray[np.bool_]) -> NDArray[np.float64]:
-        wm = w * member
-        return (wm[..., None] * x).sum(1) / np.maximum(wm.sum(1, keepdims=True), 1e-12)
-
     centred = x - (w[..., None] * x).sum(1, keepdims=True)
     cov = np.einsum("bki,bkj->bij", w[..., None] * centred, centred)  # (B, A, A)
     axis = np.linalg.eigh(cov)[1][..., -1]  # (B, A) principal direction
     side = np.einsum("bka,ba->bk", centred, axis) > 0  # (B, k)
     for _ in range(iterations):
-        ma, mb = group_mean(side), group_mean(~side)
+        ma, mb = weighted_group_mean(x, w, side), weighted_group_mean(x, w, ~side)
         side = ((x - ma[:, None]) ** 2).sum(-1) < ((x - mb[:, None]) ** 2).sum(-1)
-    ma, mb = group_mean(side), group_mean(~side)
+    ma, mb = weighted_group_mean(x, w, side), weighted_group_mean(x, w, ~side)
     share_a = (w * side).sum(1)
     na, nb = np.linalg.norm(ma, axis=1), np.linalg.norm(mb, axis=1)
     cos = (ma * mb).sum(1) / np.maximum(na * nb, 1e-12)
@@ -104,12 +110,12 @@ def opposing_groups(neighbour_actions: NDArray, weights: NDArray, min_norm: floa
 
 def typical_action_norm(db: EmbeddingDatabase) -> float:
     """Median length of the database's translation actions: the scale a 'real' motion is judged against."""
-    return float(np.median(np.linalg.norm(_translation(db.actions.numpy(), db.gripper_index), axis=1)))
+    return float(np.median(np.linalg.norm(translation(db.actions.numpy(), db.gripper_index), axis=1)))
 
 
 def multimodality(nb: Neighbours, gripper_index: int | None, action_norm: float, min_share: float = 0.2) -> dict[str, Any]:
     """Fraction of queries whose neighbours split into opposing groups (`opposing_groups`, min_norm = norm / 4)."""
-    flags, _ = opposing_groups(_translation(nb.neighbour_actions, gripper_index), nb.weights, action_norm / 4, min_share)
+    flags, _ = opposing_groups(translation(nb.neighbour_actions, gripper_index), nb.weights, action_norm / 4, min_share)
     fraction = float(flags.mean())
     return {"fraction": fraction, "queries": len(flags), "min_share": min_share, "min_norm": action_norm / 4,
             "flagged_frames": np.flatnonzero(flags).tolist()[:50],
@@ -145,8 +151,8 @@ def diagnose(db: EmbeddingDatabase, k: int, rollout_nn_distances: NDArray | None
     nb = db.leave_one_episode_out(k, max_queries=max_queries, seed=seed)
     demo_nn = nb.distances[:, 0]
     cov = coverage(demo_nn, rollout_nn_distances) if rollout_nn_distances is not None and len(rollout_nn_distances) else None
-    return Diagnosis(action_consistency(db, k, max_queries, seed=seed), multimodality(nb, db.gripper_index, typical_action_norm(db)),
-                     cov, demo_nn)
+    return Diagnosis(action_consistency(db, k, max_queries, seed=seed, neighbours=nb),
+                     multimodality(nb, db.gripper_index, typical_action_norm(db)), cov, demo_nn)
 
 
 def verdict_table(diagnosis: dict[str, Any]) -> list[list[str]]:

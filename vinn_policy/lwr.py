@@ -40,8 +40,16 @@ def knn(
     sq = (q * q).sum(1, keepdim=True) - 2.0 * (q @ keys.float().T) + keys_sq[None, :]  # (B, N)
     k = min(k, keys.shape[0])
     _, idx = torch.topk(-sq, k, dim=1, largest=True, sorted=True)  # (B, k)
-    # The expansion loses ~1e-3 absolute to cancellation after the sqrt; recompute the k winners directly (B*k*D, cheap).
-    dist = (q[:, None, :] - keys[idx].float()).norm(dim=-1)  # (B, k)
+    return exact_distances(q, keys, idx)
+
+
+def exact_distances(query: torch.Tensor, keys: torch.Tensor, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Direct L2 distances of (B, k) candidate rows, re-sorted ascending: (distances, indices).
+
+    The one-matmul expansion picks the candidates fast but loses ~1e-3 absolute to cancellation after the
+    sqrt; recomputing only the k winners costs B*k*D.
+    """
+    dist = (query.float()[:, None, :] - keys[idx].float()).norm(dim=-1)  # (B, k)
     dist, order = dist.sort(dim=1)
     return dist, idx.gather(1, order)
 

@@ -17,7 +17,7 @@ from numpy.typing import NDArray
 
 from vinn_policy.artefact import ArtefactError, load_artefact, require_keys, save_artefact
 from vinn_policy.database import EmbeddingDatabase, Neighbours
-from vinn_policy.diagnostics import opposing_groups, typical_action_norm
+from vinn_policy.diagnostics import opposing_groups, translation, typical_action_norm, weighted_group_mean
 from vinn_policy.encoder import Encoder, check_images
 
 MODE_SELECTIONS = ("none", "dominant", "consistent")
@@ -69,7 +69,7 @@ class Uncertainty:
 def neighbour_stats(nb: Neighbours, gripper_index: int | None) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
     """(B,) weighted mean distance and (B,) weighted action spread (gripper excluded) of each query's neighbours."""
     w = nb.weights[..., None]  # (B, k, 1)
-    acts = nb.neighbour_actions if gripper_index is None else np.delete(nb.neighbour_actions, gripper_index, axis=-1)
+    acts = translation(nb.neighbour_actions, gripper_index)
     mean = (w * acts).sum(1, keepdims=True)  # (B, 1, A')
     spread = np.sqrt((w * (acts - mean) ** 2).sum((1, 2)))
     return (nb.weights * nb.distances).sum(1).astype(np.float32), spread.astype(np.float32)
@@ -189,8 +189,7 @@ class VINNPolicy:
 
     def _select_mode(self, nb: Neighbours) -> Neighbours:
         """Re-blend queries whose neighbours split into opposing groups from one group only (see VINNConfig)."""
-        dims = [i for i in range(self.database.action_dim) if i != self.config.gripper_index]
-        moves = nb.neighbour_actions[..., dims]  # (B, k, A')
+        moves = translation(nb.neighbour_actions, self.config.gripper_index)  # (B, k, A')
         if self._min_norm is None:
             self._min_norm = typical_action_norm(self.database) / 4  # as in the multimodality diagnostic
         flags, heavy = opposing_groups(moves, nb.weights, self._min_norm)
@@ -198,11 +197,10 @@ class VINNPolicy:
             return nb
         keep = np.where(flags[:, None], heavy, True)
         if self.config.mode_selection == "consistent" and self._previous is not None and len(self._previous) == len(keep):
-            prev = self._previous[:, dims]  # (B, A')
+            prev = translation(self._previous, self.config.gripper_index)  # (B, A')
 
             def cosine(member: NDArray[np.bool_]) -> NDArray[np.float64]:
-                wm = nb.weights * member
-                mean = (wm[..., None] * moves).sum(1) / np.maximum(wm.sum(1, keepdims=True), 1e-12)
+                mean = weighted_group_mean(moves, nb.weights, member)
                 return (mean * prev).sum(1) / np.maximum(np.linalg.norm(mean, axis=1) * np.linalg.norm(prev, axis=1), 1e-12)
 
             switch = flags & (cosine(~heavy) > cosine(heavy))

@@ -24,6 +24,12 @@ def _pct(x: float) -> str:
     return f"{100 * x:.0f}%"
 
 
+def success_cell(s: dict[str, Any]) -> str:
+    """A method's summary as 'rate [Wilson 95% low, high]' for a table cell."""
+    lo, hi = s["wilson_95"]
+    return f"{100 * s['success_rate']:.0f}% [{100 * lo:.0f}, {100 * hi:.0f}]"
+
+
 def success_table(summary: dict[str, Any], offline: dict[str, Any], latency: dict[str, float], train_s: dict[str, float]) -> str:
     rows = []
     for m, s in summary["methods"].items():
