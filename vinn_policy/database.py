@@ -18,7 +18,8 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
-from vinn_policy.lwr import exact_distances, knn, softmin_weights, squared_norms
+from vinn_policy.lwr import exact_distances, softmin_weights, squared_norms
+from vinn_policy.search import INDEXES, STORAGES, SearchIndex, check_choice
 
 
 @dataclass
@@ -53,7 +54,7 @@ def _as_array(name: str, x: object, dtype: type, ndim: int) -> np.ndarray:
 
 
 class EmbeddingDatabase:
-    """Demonstration embeddings and actions, searched by exact L2 kNN and blended by softmin weights."""
+    """Demonstration embeddings and actions, searched by L2 kNN (vinn_policy.search) and blended by softmin weights."""
 
     def __init__(
         self,
@@ -62,6 +63,8 @@ class EmbeddingDatabase:
         episode_ids: NDArray[np.integer],
         frame_indices: NDArray[np.integer] | None = None,
         gripper_index: int | None = None,
+        index: str = "auto",
+        storage: str = "float32",
     ) -> None:
         """
         Args:
@@ -71,6 +74,8 @@ class EmbeddingDatabase:
             frame_indices: (N,) position of each frame in its episode; derived from episode order if None.
             gripper_index: action dimension voted on as a binary gripper (see module docstring), or None
                 to blend every dimension.
+            index: search backend, "auto" | "exact" | "flat" | "ivf" (see vinn_policy.search); built on first search.
+            storage: "float32", or "float16" (half the memory and bytes read per query; effect in perf.md).
         """
         emb = _as_array("embeddings", embeddings, np.float32, 2)
         act = _as_array("actions", actions, np.float32, 2)
@@ -90,12 +95,15 @@ class EmbeddingDatabase:
             raise ValueError(f"frame_indices needs length {n}; got {len(fi)}.")
         if gripper_index is not None and not -act.shape[1] <= gripper_index < act.shape[1]:
             raise ValueError(f"gripper_index {gripper_index} is outside the action's {act.shape[1]} dimensions.")
-        self.embeddings = torch.from_numpy(emb.copy())  # (N, D)
+        self.index_kind, self.storage = check_choice("index", index, INDEXES), check_choice("storage", storage, STORAGES)
+        if storage == "float16" and np.abs(emb).max() > np.finfo(np.float16).max:
+            raise ValueError("Embeddings exceed float16's range (|x| > 65504); use storage='float32'.")
+        self.embeddings = torch.from_numpy(emb.astype(storage))  # (N, D), a copy
         self.actions = torch.from_numpy(act.copy())  # (N, A)
         self.episode_ids = ep.copy()
         self.frame_indices = fi.copy()
         self.gripper_index = None if gripper_index is None else gripper_index % act.shape[1]
-        self._keys_sq = squared_norms(self.embeddings)  # (N,)
+        self._index: SearchIndex | None = None  # built on first search: LOEO, extend etc. never need it
 
     def __len__(self) -> int:
         return self.embeddings.shape[0]
@@ -117,7 +125,14 @@ class EmbeddingDatabase:
             raise ValueError(f"Expected queries of shape (B, {self.embedding_dim}); got {tuple(q.shape)}.")
         if not torch.isfinite(q).all():
             raise ValueError("Query embeddings contain NaN or inf.")
-        return knn(q, self.embeddings, k, self._keys_sq)
+        if self._index is None:
+            self._index = SearchIndex(self.embeddings, self.index_kind)
+        return self._index.search(q, k)
+
+    @property
+    def search_index(self) -> str:
+        """The backend searches use ("auto" resolved once built)."""
+        return self.index_kind if self._index is None else self._index.kind
 
     def query(self, queries: NDArray[np.float32] | torch.Tensor, k: int, temperature: float = 1.0) -> Neighbours:
         """Blend the actions of the k nearest frames for each of the (B, D) queries (k clamped to N)."""
@@ -144,11 +159,13 @@ class EmbeddingDatabase:
         rows = self.held_out_rows(max_queries, seed) if rows is None else np.asarray(rows, np.int64)
         k = min(k, int(len(self) - np.bincount(self.episode_ids - self.episode_ids.min()).max()))
         dist, idx = [], []
+        keys = self.embeddings.float()
+        keys_sq = squared_norms(keys)
         for chunk in np.array_split(rows, max(1, len(rows) // 256)):
-            q = self.embeddings[chunk]
-            sq = (q * q).sum(1, keepdim=True) - 2.0 * (q @ self.embeddings.T) + self._keys_sq[None, :]  # (b, N)
+            q = keys[chunk]
+            sq = (q * q).sum(1, keepdim=True) - 2.0 * (q @ keys.T) + keys_sq[None, :]  # (b, N)
             sq[torch.from_numpy(self.episode_ids[chunk][:, None] == self.episode_ids[None, :])] = float("inf")
-            d, i = exact_distances(q, self.embeddings, torch.topk(-sq, k, dim=1).indices)
+            d, i = exact_distances(q, keys, torch.topk(-sq, k, dim=1).indices)
             dist.append(d)
             idx.append(i)
         d, i = torch.cat(dist), torch.cat(idx)
@@ -159,7 +176,7 @@ class EmbeddingDatabase:
     def extend(self, embeddings: NDArray[np.floating], actions: NDArray[np.floating], episode_ids: NDArray[np.integer],
                frame_indices: NDArray[np.integer] | None = None) -> EmbeddingDatabase:
         """A database with these rows appended; their episode ids must be new (no retraining involved)."""
-        new = EmbeddingDatabase(embeddings, actions, episode_ids, frame_indices, self.gripper_index)
+        new = EmbeddingDatabase(embeddings, actions, episode_ids, frame_indices, self.gripper_index, self.index_kind, self.storage)
         clash = np.intersect1d(np.unique(new.episode_ids), np.unique(self.episode_ids))
         if len(clash):
             raise ValueError(f"Episode ids {clash[:10].tolist()} are already in the database; give added demos new ids.")
@@ -168,7 +185,7 @@ class EmbeddingDatabase:
                              f"the database holds ({self.embedding_dim}, {self.action_dim}).")
         return EmbeddingDatabase(torch.cat([self.embeddings, new.embeddings]).numpy(), torch.cat([self.actions, new.actions]).numpy(),
                                  np.concatenate([self.episode_ids, new.episode_ids]),
-                                 np.concatenate([self.frame_indices, new.frame_indices]), self.gripper_index)
+                                 np.concatenate([self.frame_indices, new.frame_indices]), self.gripper_index, self.index_kind, self.storage)
 
     def without_episodes(self, episode_ids: object) -> EmbeddingDatabase:
         """A database without the rows of these episodes (all must be present; at least one row must remain)."""
@@ -180,7 +197,7 @@ class EmbeddingDatabase:
         if len(keep) == 0:
             raise ValueError("Removing these episodes would empty the database.")
         return EmbeddingDatabase(self.embeddings.numpy()[keep], self.actions.numpy()[keep], self.episode_ids[keep],
-                                 self.frame_indices[keep], self.gripper_index)
+                                 self.frame_indices[keep], self.gripper_index, self.index_kind, self.storage)
 
     def blend(self, dist: torch.Tensor, idx: torch.Tensor, temperature: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, k) distances and row indices -> (B, A) actions and (B, k) softmin weights (gripper voted)."""
@@ -207,11 +224,16 @@ class EmbeddingDatabase:
         }
 
     @classmethod
-    def from_tensors(cls, tensors: dict[str, torch.Tensor], gripper_index: int | None, prefix: str = "db.") -> EmbeddingDatabase:
+    def from_tensors(cls, tensors: dict[str, torch.Tensor], gripper_index: int | None, prefix: str = "db.",
+                     index: str = "auto") -> EmbeddingDatabase:
+        """The inverse of `tensors`; storage follows the saved embeddings' dtype."""
+        emb = tensors[prefix + "embeddings"]
         return cls(
-            tensors[prefix + "embeddings"].numpy(),
+            emb.numpy(),
             tensors[prefix + "actions"].numpy(),
             tensors[prefix + "episode_ids"].numpy(),
             tensors[prefix + "frame_indices"].numpy(),
             gripper_index=gripper_index,
+            index=index,
+            storage="float16" if emb.dtype == torch.float16 else "float32",
         )

@@ -19,6 +19,7 @@ from vinn_policy.artefact import ArtefactError, load_artefact, require_keys, sav
 from vinn_policy.database import EmbeddingDatabase, Neighbours
 from vinn_policy.diagnostics import opposing_groups, translation, typical_action_norm, weighted_group_mean
 from vinn_policy.encoder import Encoder, check_images
+from vinn_policy.search import INDEXES, STORAGES, check_choice
 
 MODE_SELECTIONS = ("none", "dominant", "consistent")
 
@@ -39,6 +40,11 @@ class VINNConfig:
     """When the neighbours' actions split into two opposing groups (diagnostics.opposing_groups), the paper
     ("none") averages them anyway; "dominant" blends only the heavier group; "consistent" the group whose mean
     points most like the previous step's action (the heavier one on an episode's first step)."""
+    index: str = "auto"
+    """Search backend: "exact" (torch), "flat" (faiss), "ivf" (faiss, approximate), or "auto" (exact below
+    search.AUTO_IVF_FRAMES frames, ivf above). See vinn_policy.search."""
+    storage: str = "float32"
+    """Embedding storage, "float32" or "float16" (half the memory; its effect on actions is in perf.md)."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.k, int) or isinstance(self.k, bool) or self.k < 1:
@@ -49,6 +55,8 @@ class VINNConfig:
             raise ValueError(f"mode_selection must be one of {MODE_SELECTIONS}; got {self.mode_selection!r}.")
         if not isinstance(self.image_key, str) or not self.image_key:
             raise ValueError(f"image_key must be a non-empty string; got {self.image_key!r}.")
+        check_choice("index", self.index, INDEXES)
+        check_choice("storage", self.storage, STORAGES)
 
 
 @dataclass
@@ -90,11 +98,14 @@ class VINNPolicy:
     def __init__(self, encoder: Encoder, database: EmbeddingDatabase, config: VINNConfig | None = None) -> None:
         self.encoder = encoder
         self.database = database
-        self.config = config or VINNConfig(gripper_index=database.gripper_index)
+        self.config = config or VINNConfig(gripper_index=database.gripper_index, index=database.index_kind, storage=database.storage)
         if database.embedding_dim != encoder.feature_dim:
             raise ValueError(f"Database embeddings are {database.embedding_dim}-d but the encoder gives {encoder.feature_dim}-d.")
         if database.gripper_index != self.config.gripper_index:
             raise ValueError("config.gripper_index must match the database's gripper_index.")
+        if (database.index_kind, database.storage) != (self.config.index, self.config.storage):
+            raise ValueError(f"config (index={self.config.index!r}, storage={self.config.storage!r}) must match the database's "
+                             f"(index={database.index_kind!r}, storage={database.storage!r}).")
         self.last_neighbours: Neighbours | None = None
         self.reference: dict[str, float] | None = None  # uncertainty normalisers (see calibrate)
         self._previous: NDArray[np.float32] | None = None  # last actions, for mode_selection="consistent"
@@ -114,6 +125,8 @@ class VINNPolicy:
         image_key: str = "image",
         frame_indices: NDArray[np.integer] | None = None,
         batch_size: int = 256,
+        index: str = "auto",
+        storage: str = "float32",
     ) -> VINNPolicy:
         """Embed every demonstration frame once and build the policy (no training happens here).
 
@@ -122,14 +135,15 @@ class VINNPolicy:
             actions: (N, A) the action taken at each frame.
             episode_ids: (N,) demonstration each frame belongs to.
             encoder: the image encoder (e.g. from `train_byol`).
+            index, storage: how the database is searched and stored (see VINNConfig).
         """
         config = VINNConfig(k=k, temperature=temperature, mode_selection=mode_selection, image_key=image_key,
-                            gripper_index=gripper_index)
+                            gripper_index=gripper_index, index=index, storage=storage)
         frames = check_images(frames)
         if len(frames) != len(actions):
             raise ValueError(f"Got {len(frames)} frames but {len(actions)} actions; expected one action per frame.")
         embeddings = encoder.embed(frames, batch_size=batch_size)
-        database = EmbeddingDatabase(embeddings, actions, episode_ids, frame_indices, gripper_index=gripper_index)
+        database = EmbeddingDatabase(embeddings, actions, episode_ids, frame_indices, gripper_index, index, storage)
         return cls(encoder, database, config)
 
     def calibrate(self, max_queries: int = 2000) -> dict[str, float]:
@@ -231,7 +245,9 @@ class VINNPolicy:
         except (KeyError, TypeError, ValueError) as e:
             raise ArtefactError(f"{path}: invalid policy metadata ({e}).") from e
         encoder = Encoder.from_saved(tensors, meta, path)
-        database = EmbeddingDatabase.from_tensors(tensors, config.gripper_index)
+        database = EmbeddingDatabase.from_tensors(tensors, config.gripper_index, index=config.index)
+        if database.storage != config.storage:
+            raise ArtefactError(f"{path}: embeddings are stored as {database.storage} but config.json says {config.storage}.")
         if database.action_dim != meta.get("action_dim") or len(database) != meta.get("database_size"):
             raise ArtefactError(f"{path}: database shape disagrees with config.json.")
         policy = cls(encoder, database, config)
