@@ -1,46 +1,74 @@
-"""Performance of the VINN core on this machine: BYOL training throughput and act() latency.
+"""Performance of VINN on this machine: act() latency and search backends up to 1M frames, float16 storage,
+BYOL throughput against byol-pytorch, and closed-loop evaluation throughput with 1 and 2 workers.
 
-    python benchmarks/perf.py                 # CPU defaults; writes benchmarks/results/perf.{json,md}
+    python benchmarks/perf.py                 # ~10 min; writes benchmarks/results/perf.{json,md}
     python benchmarks/perf.py --smoke         # seconds, for tests
+
+Large databases are synthetic: episodes of 50 frames that are smooth random walks in a 16-d latent space,
+mapped linearly to 512-d with a little noise. Like real demonstration embeddings they have a low intrinsic
+dimension; iid Gaussian vectors have no neighbourhood structure at all and are the worst case of any
+approximate index (one such row is measured too). The byol-pytorch comparison needs
+`pip install byol-pytorch==0.8.2` (not a dependency); without it that row says so.
 """
 
 from __future__ import annotations
 
+import functools
+import importlib.metadata
+import tempfile
 import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 import tyro
 
 from vinn_policy import BYOLConfig, EmbeddingDatabase, Encoder, EncoderConfig, VINNConfig, VINNPolicy, train_byol
+from vinn_policy.byol import augmentation
+from vinn_policy.encoder import build_trunk, normalize, resize_uint8
+from vinn_policy.lwr import knn
 from vinn_policy.results import environment, markdown_table, time_calls, write_results
+
+BACKENDS = [("exact", "float32"), ("exact", "float16"), ("flat", "float32"), ("ivf", "float32")]
 
 
 @dataclass
 class Args:
     database_sizes: tuple[int, ...] = (1_000, 10_000, 100_000, 1_000_000)
-    """Frames in the (synthetic-embedding) databases that act() is timed against (1M x 512 float32 = 2 GB)."""
-    byol_steps: int = 6
-    """Timed BYOL optimiser steps (after one warm-up step)."""
-    repeats: int = 200
-    """act() calls timed per database size (fewer above 10k frames: at least 10, about 2M frames' worth)."""
+    """Frames in the synthetic databases (1M x 512 float32 = 2 GB)."""
     k: int = 5
+    """Neighbours of act() (the policy default)."""
+    recall_k: int = 10
+    """Neighbours of the backend table, whose recall@k is measured against exact float32 search."""
+    queries: int = 200
+    """Held-out query embeddings per size (recall over all; single-query latency over up to `repeats`)."""
+    repeats: int = 200
+    """Timed calls per measurement (fewer for slow ones: about 2M frames' worth, at least 10)."""
+    byol_steps: int = 6
+    """Timed BYOL optimiser steps per implementation and round (two rounds, alternating)."""
+    eval_episodes: int = 12
+    eval_horizon: int = 100
+    policy: str = "runs/door/policies/vinn"
+    """A saved VINN policy whose real embeddings measure float16's effect on actions (skipped if absent)."""
     out: str = "benchmarks/results"
     name: str = "perf"
     smoke: bool = False
     """Tiny sizes: a few seconds, for the test suite."""
 
 
-def byol_throughput(config: BYOLConfig, steps: int) -> dict[str, float]:
-    """Images/s of train_byol (augmentation + online/target passes + EMA) on random frames."""
-    size = config.encoder.image_size
-    frames = np.random.default_rng(0).integers(0, 255, (config.batch_size * (steps + 1), size, size, 3), dtype=np.uint8)
-    train_byol(frames[: config.batch_size], BYOLConfig(**{**asdict(config), "epochs": 1}), progress=False)  # warm-up
-    t = time.perf_counter()
-    train_byol(frames[config.batch_size :], BYOLConfig(**{**asdict(config), "epochs": 1}), progress=False)
-    seconds = time.perf_counter() - t
-    return {"images_per_s": config.batch_size * steps / seconds, "seconds": seconds, "images": config.batch_size * steps}
+def trajectory_embeddings(n: int, dim: int = 512, seed: int = 0, frames: int = 50) -> np.ndarray:
+    """n synthetic embeddings shaped like demonstrations (see module docstring); seed 1+ gives unseen episodes."""
+    rng = np.random.default_rng(seed)
+    lift = np.random.default_rng(12345).standard_normal((16, dim)).astype(np.float32) / 4  # shared by all seeds
+    out = np.empty((n, dim), np.float32)
+    for start in range(0, n, 65_536):  # in chunks: 1M x 512 floats of temporaries would double the memory
+        m = min(65_536, n - start)
+        eps = -(-m // frames)
+        walk = np.cumsum(rng.standard_normal((eps, frames, 16), dtype=np.float32) * 0.3, axis=1)
+        walk += rng.standard_normal((eps, 1, 16), dtype=np.float32) * 3
+        out[start : start + m] = walk.reshape(-1, 16)[:m] @ lift + 0.05 * rng.standard_normal((m, dim), dtype=np.float32)
+    return out
 
 
 def read_bandwidth(gib: float = 1.0, repeats: int = 10) -> float:
@@ -50,48 +78,190 @@ def read_bandwidth(gib: float = 1.0, repeats: int = 10) -> float:
     return x.numel() * 4 / seconds
 
 
-def act_latency(encoder: Encoder, n: int, k: int, repeats: int) -> dict[str, float]:
-    """act() latency on an n-frame database of random embeddings, split into encoder and search+blend."""
+def recall(found: np.ndarray, truth: np.ndarray) -> float:
+    return float(np.mean([len(np.intersect1d(f, t)) / len(t) for f, t in zip(found, truth, strict=True)]))
+
+
+def backend_rows(n: int, args: Args, bandwidth: float, gaussian: bool = False) -> list[dict]:
+    """Search+blend latency, build time, recall@k and memory of each backend on one n-frame database."""
     rng = np.random.default_rng(0)
-    db = EmbeddingDatabase(rng.standard_normal((n, encoder.feature_dim), dtype=np.float32),
-                           rng.uniform(-1, 1, (n, 4)).astype(np.float32), np.arange(n) // 50, gripper_index=3)
+    emb = rng.standard_normal((n, 512), dtype=np.float32) if gaussian else trajectory_embeddings(n)
+    queries = rng.standard_normal((args.queries, 512), dtype=np.float32) if gaussian else trajectory_embeddings(args.queries, seed=1)
+    actions, episodes = rng.uniform(-1, 1, (n, 4)).astype(np.float32), np.arange(n) // 50
+    truth = knn(torch.from_numpy(queries), torch.from_numpy(emb), args.recall_k)[1].numpy()
+    rows = []
+    for index, storage in [("ivf", "float32")] if gaussian else BACKENDS:
+        db = EmbeddingDatabase(emb, actions, episodes, index=index, storage=storage)
+        t = time.perf_counter()
+        db.search(queries[:1], args.recall_k)  # builds the index
+        build = time.perf_counter() - t
+        found = np.concatenate([db.search(q, args.recall_k)[1].numpy() for q in np.array_split(queries, max(1, len(queries) // 64))])
+        cycle = iter(np.tile(np.arange(len(queries)), 1 + args.repeats))
+        timing = time_calls(lambda db=db, cycle=cycle: db.query(queries[next(cycle)], args.recall_k), max(10, min(args.repeats, 2_000_000 // n)))
+        bytes_per_frame = db.embeddings.element_size() * db.embedding_dim + db.index.bytes_per_frame
+        rows.append({"frames": n, "data": "iid Gaussian" if gaussian else "trajectories", "index": index, "storage": storage,
+                     "search_blend": timing, "build_s": build, f"recall_at_{args.recall_k}": recall(found, truth),
+                     "bytes_per_frame": bytes_per_frame, "nprobe": db.index.nprobe,
+                     "bandwidth_bound_ms": n * db.embeddings.element_size() * db.embedding_dim / bandwidth * 1e3})
+        del db
+    return rows
+
+
+def act_latency(encoder: Encoder, n: int, k: int, repeats: int) -> dict:
+    """act() latency on an n-frame database (index "auto"), split into encoder and search+blend."""
+    rng = np.random.default_rng(0)
+    db = EmbeddingDatabase(trajectory_embeddings(n), rng.uniform(-1, 1, (n, 4)).astype(np.float32), np.arange(n) // 50, gripper_index=3)
     policy = VINNPolicy(encoder, db, VINNConfig(k=k, gripper_index=3))
     size = encoder.config.image_size
     image = rng.integers(0, 255, (size, size, 3), dtype=np.uint8)
-    query = encoder.embed(image)
+    query = trajectory_embeddings(1, seed=2)
     repeats = max(10, min(repeats, 2_000_000 // n))
     total = time_calls(lambda: policy.act(image), repeats)
-    enc = time_calls(lambda: encoder.embed(image), repeats)
-    search = time_calls(lambda: db.query(query, k), repeats)
-    return {"frames": n, "act": total, "encoder": enc, "search_blend": search,
-            "embedding_bytes_per_frame": 4 * encoder.feature_dim}
+    return {"frames": n, "index": db.index.kind, "act": total, "encoder": time_calls(lambda: encoder.embed(image), repeats),
+            "search_blend": time_calls(lambda: db.query(query, k), repeats)}
+
+
+def float16_effect(path: str, k: int) -> dict | None:
+    """Actions of a real policy's database stored in float32 vs float16, queried with held-out episodes' frames."""
+    if not (Path(path) / "config.json").exists():
+        return None
+    db = VINNPolicy.load(path).database
+    episodes = np.unique(db.episode_ids)
+    held = episodes[-max(1, len(episodes) // 5):]
+    rows = np.isin(db.episode_ids, held)
+    queries = db.embeddings[rows].float()
+    full = db.without_episodes(held)
+    half = EmbeddingDatabase(full.embeddings.numpy(), full.actions.numpy(), full.episode_ids, full.frame_indices, full.gripper_index,
+                             storage="float16")
+    a, b = full.query(queries, k), half.query(queries, k)
+    moves = [i for i in range(db.action_dim) if i != db.gripper_index]
+    diff = np.abs(a.actions[:, moves] - b.actions[:, moves])
+    return {"policy": path, "queries": int(rows.sum()), "database_frames": len(full), "k": k,
+            "same_neighbours": float(np.mean((a.indices == b.indices).all(1))),
+            "translation_abs_diff_median": float(np.median(diff)), "translation_abs_diff_max": float(diff.max()),
+            "translation_scale_median": float(np.median(np.abs(a.actions[:, moves]))),
+            "gripper_flips": int((a.actions[:, db.gripper_index] != b.actions[:, db.gripper_index]).sum()) if db.gripper_index is not None else 0}
+
+
+def ours_train(frames: np.ndarray, config: BYOLConfig) -> None:
+    train_byol(frames, config, progress=False, device="cpu")
+
+
+def byol_pytorch_train(frames: np.ndarray, config: BYOLConfig) -> None:
+    """lucidrains' BYOL on the same trunk, image size, batch, MLP sizes, EMA rate, optimiser and augmentations."""
+    from byol_pytorch import BYOL
+
+    enc = config.encoder
+    aug = augmentation(config)
+    augment = lambda x: normalize(torch.stack([aug(img) for img in x]), enc.mean, enc.std)  # noqa: E731  ours, per image
+    torch.manual_seed(config.seed)
+    learner = BYOL(build_trunk(enc.arch), image_size=enc.image_size, hidden_layer=-1, projection_size=config.projection_dim,
+                   projection_hidden_size=config.hidden_dim, augment_fn=augment, augment_fn2=augment, moving_average_decay=config.tau)
+    optimizer = torch.optim.Adam(learner.parameters(), lr=config.lr)
+    data = resize_uint8(frames, enc.image_size)
+    order = torch.randperm(len(data))
+    for step in range(len(data) // config.batch_size):
+        loss = learner(data[order[step * config.batch_size : (step + 1) * config.batch_size]].float() / 255)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        learner.update_moving_average()
+
+
+def byol_comparison(config: BYOLConfig, steps: int) -> dict:
+    """Images/s of both BYOL implementations, alternating, two rounds each after a warm-up (median round)."""
+    try:
+        version = importlib.metadata.version("byol-pytorch")
+    except importlib.metadata.PackageNotFoundError:
+        version = None
+    size = config.encoder.image_size
+    frames = np.random.default_rng(0).integers(0, 255, (config.batch_size * steps, size, size, 3), dtype=np.uint8)
+    runners = {"vinn_policy": ours_train, **({"byol_pytorch": byol_pytorch_train} if version else {})}
+    seconds: dict[str, list[float]] = {name: [] for name in runners}
+    for train in runners.values():
+        train(frames[: 2 * config.batch_size], config)  # warm-up (oneDNN kernels, allocator)
+    for _ in range(2):
+        for name, train in runners.items():
+            t = time.perf_counter()
+            train(frames, config)
+            seconds[name].append(time.perf_counter() - t)
+    rate = {name: len(frames) / float(np.median(s)) for name, s in seconds.items()}
+    return {"images": len(frames), "images_per_s": rate, "seconds": seconds, "byol_pytorch_version": version,
+            "ratio": rate["vinn_policy"] / rate["byol_pytorch"] if version else None}
+
+
+def eval_throughput(episodes: int, horizon: int, workers: int) -> dict:
+    """Env steps/s of closed-loop VINN (untrained encoder, 1k-frame database) on door, spawn to finish."""
+    from vinn_policy.envs import make_env
+
+    from vinn_policy.rollout import run_jobs
+
+    rng = np.random.default_rng(0)
+    encoder = Encoder(EncoderConfig())
+    db = EmbeddingDatabase(trajectory_embeddings(1000), rng.uniform(-1, 1, (1000, 4)).astype(np.float32), np.arange(1000) // 50)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = VINNPolicy(encoder, db).save(Path(tmp) / "vinn")
+        make = functools.partial(make_env, "door", image_size=encoder.config.image_size, render_mode=None, horizon=horizon)
+        t = time.perf_counter()
+        steps = sum(e.steps for e in run_jobs(make, [("vinn", functools.partial(VINNPolicy.load, str(path)), s) for s in range(episodes)], workers))
+        seconds = time.perf_counter() - t
+    return {"workers": workers, "episodes": episodes, "steps": steps, "seconds": seconds, "steps_per_s": steps / seconds}
 
 
 def main(args: Args) -> dict:
     if args.smoke:
-        args.database_sizes, args.byol_steps, args.repeats = (1_000,), 1, 5
+        args.database_sizes, args.byol_steps, args.repeats, args.queries = (1_000,), 1, 5, 20
+        args.eval_episodes, args.eval_horizon = 2, 5
     byol_config = BYOLConfig(batch_size=8, hidden_dim=256) if args.smoke else BYOLConfig()
-    encoder = Encoder(EncoderConfig())
-    byol = byol_throughput(byol_config, args.byol_steps)
     bandwidth = read_bandwidth(0.25 if args.smoke else 1.0)
+    backends = [r for n in args.database_sizes for r in backend_rows(n, args, bandwidth)]
+    backends += backend_rows(max(args.database_sizes), args, bandwidth, gaussian=True)
+    encoder = Encoder(EncoderConfig())
     latency = [act_latency(encoder, n, args.k, args.repeats) for n in args.database_sizes]
-    for r in latency:  # exact search must read every stored embedding once: that is its floor
-        r["bandwidth_bound_ms"] = r["frames"] * r["embedding_bytes_per_frame"] / bandwidth * 1e3
-        r["search_over_bound"] = r["search_blend"]["median_ms"] / r["bandwidth_bound_ms"]
-    data = {"args": asdict(args), "environment": environment(), "byol": {**byol, "config": asdict(byol_config)},
-            "read_bandwidth_gb_per_s": bandwidth / 1e9, "act": latency}
+    fp16 = float16_effect(args.policy, args.k)
+    byol = byol_comparison(byol_config, args.byol_steps)
+    evaluation = [eval_throughput(args.eval_episodes, args.eval_horizon, w) for w in (1, 2)]
+    data = {"args": asdict(args), "environment": environment(), "read_bandwidth_gb_per_s": bandwidth / 1e9, "backends": backends,
+            "act": latency, "float16_effect": fp16, "byol": {**byol, "config": asdict(byol_config)}, "evaluation": evaluation,
+            "evaluation_speedup_2_workers": evaluation[1]["steps_per_s"] / evaluation[0]["steps_per_s"]}
 
+    rk = f"recall_at_{args.recall_k}"
     enc = byol_config.encoder
-    md = [f"# VINN core performance ({data['environment']['date']}, torch {torch.__version__}, {torch.get_num_threads()} threads)\n",
-          f"BYOL ({enc.arch}, {enc.image_size} px, batch {byol_config.batch_size}): "
-          f"**{byol['images_per_s']:.1f} images/s** ({byol['images']} images in {byol['seconds']:.1f} s)\n",
-          f"act() latency, one {enc.image_size} px image, k = {args.k}, float32 embeddings ({4 * encoder.feature_dim} bytes "
-          f"per frame), exact search in torch. Memory read bandwidth measured in the same run: "
-          f"**{bandwidth / 1e9:.1f} GB/s**; the bound is the stored embeddings' bytes / that bandwidth.\n",
-          markdown_table(["database frames", "act median ms", "act p99 ms", "encoder median ms", "search+blend median ms",
-                          "bandwidth bound ms", "search / bound"],
-                         [[r["frames"], r["act"]["median_ms"], r["act"]["p99_ms"], r["encoder"]["median_ms"],
-                           r["search_blend"]["median_ms"], r["bandwidth_bound_ms"], f"{r['search_over_bound']:.2f}x"] for r in latency])]
+    md = [f"# VINN performance ({data['environment']['date']}, torch {torch.__version__}, {torch.get_num_threads()} threads)\n",
+          f"Memory read bandwidth, measured in this run: **{bandwidth / 1e9:.1f} GB/s**. The bound of exact search is the stored "
+          "embeddings' bytes / that bandwidth.\n",
+          f"## Search backends (512-d embeddings, one query at a time, k = {args.recall_k})\n",
+          "Recall against exact float32 search over held-out queries; memory = stored embeddings + the faiss index's copy.\n",
+          markdown_table(["frames", "data", "index", "storage", "search+blend median ms", "p99 ms", "bound ms", "median / bound",
+                          f"recall@{args.recall_k}", "build s", "bytes/frame"],
+                         [[r["frames"], r["data"], r["index"] + (f" (nprobe {r['nprobe']})" if r["nprobe"] else ""), r["storage"],
+                           r["search_blend"]["median_ms"], r["search_blend"]["p99_ms"], r["bandwidth_bound_ms"],
+                           f"{r['search_blend']['median_ms'] / r['bandwidth_bound_ms']:.2f}x" if r["index"] == "exact" else "–",
+                           f"{r[rk]:.3f}", r["build_s"], r["bytes_per_frame"]] for r in backends]),
+          f"## act() latency (one {encoder.config.image_size} px image, {encoder.config.arch}, k = {args.k}, index \"auto\")\n",
+          markdown_table(["frames", "index", "act median ms", "act p99 ms", "encoder median ms", "search+blend median ms"],
+                         [[r["frames"], r["index"], r["act"]["median_ms"], r["act"]["p99_ms"], r["encoder"]["median_ms"],
+                           r["search_blend"]["median_ms"]] for r in latency])]
+    if fp16:
+        md += ["## float16 storage on real embeddings\n",
+               f"`{fp16['policy']}`: {fp16['queries']} frames of held-out episodes queried against the other {fp16['database_frames']} "
+               f"(k = {fp16['k']}). Same neighbour set in {fp16['same_neighbours']:.1%} of queries; translation action difference "
+               f"median {fp16['translation_abs_diff_median']:.2g}, max {fp16['translation_abs_diff_max']:.2g} (typical action "
+               f"component {fp16['translation_scale_median']:.2g}); gripper commands flipped: {fp16['gripper_flips']}.\n"]
+    else:
+        md.append(f"float16 on real embeddings: skipped, no policy at `{args.policy}` (run benchmarks/run_door.py first).\n")
+    rate = byol["images_per_s"]
+    md += [f"## BYOL training throughput ({enc.arch}, {enc.image_size} px, batch {byol_config.batch_size}, {byol['images']} images, "
+           "same augmentations, median of 2 alternating rounds)\n",
+           markdown_table(["implementation", "images/s"],
+                          [["vinn_policy.train_byol", rate["vinn_policy"]]]
+                          + ([[f"byol-pytorch {byol['byol_pytorch_version']}", rate["byol_pytorch"]]] if byol["ratio"] else [])),
+           f"Ratio vinn_policy / byol-pytorch: **{byol['ratio']:.2f}**\n" if byol["ratio"] else
+           "byol-pytorch is not installed (`pip install byol-pytorch==0.8.2`); no ratio.\n",
+           f"## Closed-loop evaluation throughput (door, VINN with an untrained encoder, {args.eval_episodes} episodes x "
+           f"{args.eval_horizon} steps, process start included)\n",
+           markdown_table(["workers", "env steps/s", "seconds"], [[r["workers"], r["steps_per_s"], r["seconds"]] for r in evaluation]),
+           f"2 workers / 1: **{data['evaluation_speedup_2_workers']:.2f}x**\n"]
     json_path, md_path = write_results(args.out, args.name, data, "\n".join(md))
     print("\n".join(md))
     print(f"wrote {json_path} and {md_path}")

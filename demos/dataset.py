@@ -19,7 +19,7 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -210,3 +210,35 @@ def load_demos(path: str | Path, image_key: str | None = None, max_episodes: int
     if not np.isfinite(actions_all).all():
         raise DemoFileError(f"{path}: actions contain NaN or inf.")
     return Demos(np.concatenate(frames), actions_all, np.concatenate(ids), np.concatenate(idx), key, summary["env_args"], seeds)
+
+
+@dataclass
+class DemoBatch:
+    """Up to batch_size consecutive frames of one demonstration (see iter_demo_batches)."""
+
+    frames: NDArray[np.uint8]  # (B, H, W, 3)
+    actions: NDArray[np.float32]  # (B, A)
+    episode_ids: NDArray[np.int64]  # (B,)
+    frame_indices: NDArray[np.int64]  # (B,)
+
+
+def iter_demo_batches(path: str | Path, batch_size: int = 256, image_key: str | None = None,
+                      max_episodes: int | None = None) -> Iterator[DemoBatch]:
+    """A validated demonstration file read slice by slice: at most batch_size frames are in memory at once,
+    so a database can be built from a file larger than RAM. Episode ids and order are those of load_demos."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1; got {batch_size}.")
+    with _open(path) as f:
+        key = _validate(f, path, image_key)["image_key"]
+        for e, name in enumerate(_demo_names(f["data"])[:max_episodes]):
+            demo = f["data"][name]
+            for start in range(0, len(demo["actions"]), batch_size):
+                try:
+                    frames = demo["obs"][key][start : start + batch_size]
+                    actions = demo["actions"][start : start + batch_size].astype(np.float32)
+                except OSError as err:
+                    raise DemoFileError(f"{path}: reading {name} failed (truncated file?): {err}") from err
+                if not np.isfinite(actions).all():
+                    raise DemoFileError(f"{path}: actions of {name} contain NaN or inf.")
+                rows = np.arange(start, start + len(actions), dtype=np.int64)
+                yield DemoBatch(frames, actions, np.full(len(rows), e, np.int64), rows)

@@ -36,13 +36,20 @@ def test_cached_byol_trains_once_then_reuses(tmp_path):
     assert not other["cached"] and other["path"] != info["path"]
 
 
+@pytest.mark.sim
 @pytest.mark.slow
 def test_perf_smoke(tmp_path):
-    data = load_script("perf").main(load_script("perf").Args(smoke=True, out=str(tmp_path)))
-    assert data["byol"]["images_per_s"] > 0 and data["act"][0]["act"]["median_ms"] > 0
+    perf = load_script("perf")
+    data = perf.main(perf.Args(smoke=True, out=str(tmp_path), policy=str(tmp_path / "none")))
     assert json.loads((tmp_path / "perf.json").read_text())["act"][0]["frames"] == 1000
-    assert data["read_bandwidth_gb_per_s"] > 0.1 and data["act"][0]["bandwidth_bound_ms"] == pytest.approx(
+    rows = {(r["index"], r["storage"], r["data"]): r for r in data["backends"]}
+    assert rows["exact", "float32", "trajectories"]["recall_at_10"] == 1.0 and rows["flat", "float32", "trajectories"]["recall_at_10"] == 1.0
+    assert rows["exact", "float16", "trajectories"]["bytes_per_frame"] * 2 == rows["exact", "float32", "trajectories"]["bytes_per_frame"]
+    assert data["read_bandwidth_gb_per_s"] > 0.1 and rows["exact", "float32", "trajectories"]["bandwidth_bound_ms"] == pytest.approx(
         1000 * 2048 / (data["read_bandwidth_gb_per_s"] * 1e9) * 1e3)
+    assert data["byol"]["images_per_s"]["vinn_policy"] > 0 and [r["workers"] for r in data["evaluation"]] == [1, 2]
+    assert all(r["steps"] == 2 * 5 for r in data["evaluation"])  # 2 episodes x 5 steps, untrained VINN never succeeds
+    assert data["float16_effect"] is None and "skipped, no policy" in (tmp_path / "perf.md").read_text()
 
 
 @pytest.mark.sim

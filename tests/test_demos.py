@@ -148,3 +148,30 @@ def test_collect_command_writes_a_valid_file_and_appends(tmp_path):
     args.append, args.episodes = True, 1
     assert collect(args, progress=False).total_demos == 3
     assert load_demos(report.path).seeds == [0, 1, 2]  # appending continues after the largest seed
+
+
+def test_fit_file_streams_batches_and_equals_fit_on_loaded_demos(tmp_path, tiny_encoder, monkeypatch):
+    from vinn_policy.demos.dataset import iter_demo_batches
+
+    from vinn_policy import VINNPolicy
+
+    path = tmp_path / "door.hdf5"
+    write_demos(path, [fake_episode(s, steps=4 + s) for s in range(3)], ENV_ARGS)  # 4 + 5 + 6 frames
+    batches = list(iter_demo_batches(path, batch_size=4))
+    assert [len(b.frames) for b in batches] == [4, 4, 1, 4, 2]  # never more than 4 frames, never across demos
+    demos = load_demos(path)
+    np.testing.assert_array_equal(np.concatenate([b.frames for b in batches]), demos.frames)
+    np.testing.assert_array_equal(np.concatenate([b.frame_indices for b in batches]), demos.frame_indices)
+
+    seen = []
+    embed = tiny_encoder.embed
+    monkeypatch.setattr(tiny_encoder, "embed", lambda x, batch_size=256: seen.append(len(x)) or embed(x, batch_size))
+    streamed = VINNPolicy.fit_file(path, tiny_encoder, batch_size=4, k=3, gripper_index=3)
+    assert max(seen) == 4  # the encoder only ever held one batch of frames
+    fitted = VINNPolicy.fit(demos.frames, demos.actions, demos.episode_ids, encoder=tiny_encoder, k=3, gripper_index=3,
+                            frame_indices=demos.frame_indices)
+    np.testing.assert_allclose(streamed.database.embeddings, fitted.database.embeddings, atol=1e-5)
+    for f in demos.frames[::3]:
+        np.testing.assert_allclose(streamed.act(f), fitted.act(f), atol=1e-5)
+    with pytest.raises(ValueError, match="batch_size must be >= 1"):
+        next(iter_demo_batches(path, batch_size=0))

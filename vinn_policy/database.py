@@ -125,14 +125,14 @@ class EmbeddingDatabase:
             raise ValueError(f"Expected queries of shape (B, {self.embedding_dim}); got {tuple(q.shape)}.")
         if not torch.isfinite(q).all():
             raise ValueError("Query embeddings contain NaN or inf.")
-        if self._index is None:
-            self._index = SearchIndex(self.embeddings, self.index_kind)
-        return self._index.search(q, k)
+        return self.index.search(q, k)
 
     @property
-    def search_index(self) -> str:
-        """The backend searches use ("auto" resolved once built)."""
-        return self.index_kind if self._index is None else self._index.kind
+    def index(self) -> SearchIndex:
+        """The search index (built on first use; `.kind` resolves "auto")."""
+        if self._index is None:
+            self._index = SearchIndex(self.embeddings, self.index_kind)
+        return self._index
 
     def query(self, queries: NDArray[np.float32] | torch.Tensor, k: int, temperature: float = 1.0) -> Neighbours:
         """Blend the actions of the k nearest frames for each of the (B, D) queries (k clamped to N)."""

@@ -146,6 +146,22 @@ class VINNPolicy:
         database = EmbeddingDatabase(embeddings, actions, episode_ids, frame_indices, gripper_index, index, storage)
         return cls(encoder, database, config)
 
+    @classmethod
+    def fit_file(cls, path: str | Path, encoder: Encoder, batch_size: int = 256, image_key: str | None = None,
+                 max_episodes: int | None = None, **config: object) -> VINNPolicy:
+        """`fit` on a demonstration file, streamed: frames are read and embedded batch_size at a time and only
+        their embeddings kept (2 KB per frame for ResNet-18), so the file may be larger than RAM.
+
+        `config`: VINNConfig fields (k, temperature, gripper_index, mode_selection, index, storage, ...).
+        """
+        from vinn_policy.demos.dataset import iter_demo_batches
+
+        cfg = VINNConfig(**config)
+        parts = [(encoder.embed(b.frames, batch_size=batch_size), b.actions, b.episode_ids, b.frame_indices)
+                 for b in iter_demo_batches(path, batch_size, image_key, max_episodes)]
+        emb, actions, episodes, frames = (np.concatenate(x) for x in zip(*parts, strict=True))
+        return cls(encoder, EmbeddingDatabase(emb, actions, episodes, frames, cfg.gripper_index, cfg.index, cfg.storage), cfg)
+
     def calibrate(self, max_queries: int = 2000) -> dict[str, float]:
         """The database's typical neighbour distance and action spread (leave one episode out), for `uncertainty`."""
         d, spread = neighbour_stats(self.database.leave_one_episode_out(self.config.k, self.config.temperature, max_queries),

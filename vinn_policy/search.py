@@ -63,6 +63,13 @@ class SearchIndex:
     def nprobe(self) -> int | None:
         return self._faiss_index.nprobe if self.kind == "ivf" else None
 
+    @property
+    def bytes_per_frame(self) -> int:
+        """Memory per database row of the faiss index's own copy (ivf adds an 8-byte id); 0 for exact."""
+        if self._faiss_index is None:
+            return 0
+        return self._faiss_index.code_size + (8 if self.kind == "ivf" else 0)
+
     def search(self, queries: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
         n = len(self.embeddings)
         k = min(k, n)
