@@ -22,6 +22,7 @@ from numpy.typing import NDArray
 from torch import nn
 from tqdm.auto import tqdm
 
+from vinn_policy import distributed
 from vinn_policy.artefact import ArtefactError, load_artefact, require_keys, save_artefact
 from vinn_policy.byol import BYOLConfig, augment_batch, augmentation
 from vinn_policy.encoder import Encoder, EncoderConfig, check_images, normalize, resize_uint8
@@ -104,42 +105,51 @@ class TrainReport:
     seconds: float
 
 
-def _train(step_loss: Callable[[NDArray[np.int64], bool], torch.Tensor], params: list[nn.Parameter], modules: list[nn.Module],
-           train_rows: NDArray[np.int64], val_rows: NDArray[np.int64], config: BCConfig, desc: str, progress: bool) -> TrainReport:
-    """Adam on `step_loss(rows, train)`, with per-epoch validation and best-epoch restoring."""
+def _train(model: nn.Module, inputs: Callable[[NDArray[np.int64], bool], torch.Tensor], targets: torch.Tensor,
+           loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], train_rows: NDArray[np.int64], val_rows: NDArray[np.int64],
+           config: BCConfig, desc: str, progress: bool) -> TrainReport:
+    """Adam on loss(model(inputs(rows, train)), targets[rows]), with per-epoch validation and best-epoch restoring.
+
+    Under torchrun with several processes each rank takes its shard of every batch (inputs, augmentations
+    included, are drawn for the whole batch first) and DistributedDataParallel averages the gradients
+    (vinn_policy.distributed), so the result matches one process.
+    """
     start = time.perf_counter()
-    optimizer = torch.optim.Adam(params, lr=config.lr)
+    rank, world = distributed.init()
+    if world > 1:
+        model = distributed.convert_batchnorm(model, to_sync=True)
+    forward = nn.parallel.DistributedDataParallel(model) if world > 1 else model
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=config.lr)
     gen = torch.Generator().manual_seed(config.seed)
     best, best_state, best_epoch, history = float("inf"), None, 0, TrainReport([], [], 0, False, 0.0)
-    bar = tqdm(range(config.epochs), desc=desc, unit="epoch", disable=not progress)
+    bar = tqdm(range(config.epochs), desc=desc, unit="epoch", disable=not progress or rank > 0)
     for epoch in bar:
-        for m in modules:
-            m.train()
+        model.train()
         order = train_rows[torch.randperm(len(train_rows), generator=gen).numpy()]
         steps = max(1, len(order) // config.batch_size)
         total = 0.0
         for s in range(steps):
-            loss = step_loss(order[s * config.batch_size : (s + 1) * config.batch_size], True)
+            rows = order[s * config.batch_size : (s + 1) * config.batch_size]
+            mine = distributed.shard(len(rows), rank, world)
+            step_loss = loss(forward(inputs(rows, True)[mine]), targets[rows][mine])
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            step_loss.backward()
             optimizer.step()
-            total += float(loss.detach())
-        for m in modules:
-            m.eval()
-        with torch.inference_mode():
-            val = [float(step_loss(val_rows[i : i + 256], False)) * len(val_rows[i : i + 256]) for i in range(0, len(val_rows), 256)]
+            total += distributed.mean_over_ranks(float(step_loss.detach()), world)
+        model.eval()
+        with torch.inference_mode():  # every rank validates on all rows: the same early-stopping decisions
+            val = [float(loss(model(inputs(r, False)), targets[r])) * len(r) for r in np.array_split(val_rows, max(1, -(-len(val_rows) // 256)))]
         history.train_loss.append(total / steps)
         history.val_loss.append(sum(val) / len(val_rows))
         bar.set_postfix(train=f"{history.train_loss[-1]:.4f}", val=f"{history.val_loss[-1]:.4f}")
         if history.val_loss[-1] < best:
             best, best_epoch = history.val_loss[-1], epoch
-            best_state = [copy.deepcopy(m.state_dict()) for m in modules]
+            best_state = copy.deepcopy(model.state_dict())
         elif config.patience and epoch - best_epoch >= config.patience:
             history.stopped_early = True
             break
-    for m, state in zip(modules, best_state, strict=True):
-        m.load_state_dict(state)
-        m.eval()
+    model.load_state_dict(best_state)
+    distributed.convert_batchnorm(model, to_sync=False).eval()
     history.best_epoch, history.seconds = best_epoch + 1, time.perf_counter() - start
     return history
 
@@ -201,15 +211,14 @@ class BCPolicy:
         aug = augmentation(BYOLConfig(encoder=encoder.config))
         cfg = encoder.config
 
-        def step_loss(rows: NDArray[np.int64], train: bool) -> torch.Tensor:
+        def inputs(rows: NDArray[np.int64], train: bool) -> torch.Tensor:
             x = augment_batch(images[rows], aug) if train and config.augment else images[rows].float() / 255
-            x = normalize(x, cfg.mean, cfg.std).contiguous(memory_format=torch.channels_last)
-            return head.loss(head(encoder.trunk(x)), targets[rows])
+            return normalize(x, cfg.mean, cfg.std).contiguous(memory_format=torch.channels_last)
 
         train_rows, val_rows = _rows(episode_ids, val_episodes, config)
         encoder.trunk.to(memory_format=torch.channels_last)  # faster training convolutions (as in BYOL)
-        report = _train(step_loss, [*encoder.trunk.parameters(), *head.parameters()], [encoder.trunk, head],
-                        train_rows, val_rows, config, "BC end-to-end", progress)
+        report = _train(nn.Sequential(encoder.trunk, head), inputs, targets, head.loss, train_rows, val_rows, config,
+                        "BC end-to-end", progress)
         encoder.trunk.to(memory_format=torch.contiguous_format)  # the fast layout for single-image inference
         encoder.origin = "bc"
         return cls(encoder, head, config, frozen=False, report=report)
@@ -225,11 +234,8 @@ class BCPolicy:
         head = cls._new_head(encoder, actions, config)
         targets = torch.from_numpy(actions)
 
-        def step_loss(rows: NDArray[np.int64], train: bool) -> torch.Tensor:
-            return head.loss(head(features[rows]), targets[rows])
-
         train_rows, val_rows = _rows(episode_ids, val_episodes, config)
-        report = _train(step_loss, list(head.parameters()), [head], train_rows, val_rows, config, "BC-rep", progress)
+        report = _train(head, lambda rows, train: features[rows], targets, head.loss, train_rows, val_rows, config, "BC-rep", progress)
         return cls(encoder, head, config, frozen=True, report=report)
 
     def reset(self, seed: int | None = None) -> None:
@@ -269,3 +275,42 @@ class BCPolicy:
         except RuntimeError as e:
             raise ArtefactError(f"{path}: head weights do not match its metadata: {str(e)[:200]}") from e
         return cls(encoder, head.eval(), config, frozen=bool(meta["frozen"]))
+
+
+@dataclass
+class TrainArgs:
+    """Train a BC baseline on a demonstration file and save it (rank 0 saves under torchrun)."""
+
+    demos: str
+    """HDF5 demonstration file."""
+    out: str
+    """Directory of the saved policy (BCPolicy.load)."""
+    config: BCConfig = field(default_factory=BCConfig)
+    encoder: str | None = None
+    """A saved encoder: BC-rep on its frozen features. Without it, BC end-to-end."""
+    max_episodes: int | None = None
+
+
+def cli() -> None:
+    """python -m vinn_policy.bc --demos F --out DIR; the same under torchrun --nproc_per_node N -m vinn_policy.bc."""
+    import tyro
+
+    from vinn_policy.demos.dataset import load_demos
+
+    args = tyro.cli(TrainArgs)
+    demos = load_demos(args.demos, max_episodes=args.max_episodes)
+    rank, world = distributed.init()
+    data = (demos.frames, demos.actions, demos.episode_ids)
+    if args.encoder:
+        policy = BCPolicy.fit_on_features(*data, encoder=Encoder.load(args.encoder), config=args.config, progress=rank == 0)
+    else:
+        policy = BCPolicy.fit_end_to_end(*data, config=args.config, progress=rank == 0)
+    if rank == 0:
+        print(f"{policy.name} on {world} process(es): train losses {[round(x, 4) for x in policy.report.train_loss]}; "
+              f"saved {policy.save(args.out)}")
+    if world > 1:
+        torch.distributed.destroy_process_group()
+
+
+if __name__ == "__main__":
+    cli()
