@@ -131,7 +131,7 @@ class EmbeddingDatabase:
     def index(self) -> SearchIndex:
         """The search index (built on first use; `.kind` resolves "auto")."""
         if self._index is None:
-            self._index = SearchIndex(self.embeddings, self.index_kind)
+            self._index = SearchIndex(self.embeddings, self.index_kind, episode_ids=self.episode_ids)
         return self._index
 
     def query(self, queries: NDArray[np.float32] | torch.Tensor, k: int, temperature: float = 1.0) -> Neighbours:

@@ -37,8 +37,11 @@ def knn(
     q = query.float()
     keys_sq = squared_norms(keys) if keys_sq is None else keys_sq
     # ||q - x||^2 = ||q||^2 - 2 q.x + ||x||^2, one matmul: memory-bound on keys, no (B, N, D) temporary.
-    # float16 keys are multiplied in half precision (half the bytes read); the winners are re-measured below.
-    sq = (q * q).sum(1, keepdim=True) - 2.0 * (q.to(keys.dtype) @ keys.T).float() + keys_sq[None, :]  # (B, N)
+    if keys.dtype == torch.float32:
+        dots = q @ keys.T  # (B, N)
+    else:  # float16 storage: float32 products chunk by chunk (half-precision products reorder the neighbours)
+        dots = torch.cat([q @ chunk.float().T for chunk in keys.split(4096)], dim=1)
+    sq = (q * q).sum(1, keepdim=True) - 2.0 * dots + keys_sq[None, :]  # (B, N)
     k = min(k, keys.shape[0])
     _, idx = torch.topk(-sq, k, dim=1, largest=True, sorted=True)  # (B, k)
     return exact_distances(q, keys, idx)

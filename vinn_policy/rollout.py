@@ -124,6 +124,7 @@ def _init_worker(make_env: Callable[[], Any], episode_kwargs: dict) -> None:
     os.environ["OMP_NUM_THREADS"] = "1"
     try:
         import torch
+        import torchvision  # noqa: F401  before the GL context: its triton import (own LLVM) segfaults once Mesa's llvmpipe is loaded
 
         torch.set_num_threads(1)
     except ImportError:
@@ -142,16 +143,18 @@ def run_jobs(
     make_env: Callable[[], Any],
     jobs: Sequence[tuple[str, Callable[[], Policy], int]],
     workers: int = 1,
+    isolate: bool = False,
     **episode_kwargs: Any,
 ) -> Iterator[Episode]:
-    """Episodes for (policy key, make_policy, seed) jobs, in order, from `workers` processes (1 = this one).
+    """Episodes for (policy key, make_policy, seed) jobs, in order, from `workers` processes (1 = this one,
+    unless `isolate`: then it too is a separate single-threaded process, as each of several workers is).
 
     Each worker makes one env and each policy once, so many methods share one pool. Results do not depend
     on the number of workers: each episode is fixed by its seed.
     """
     if workers < 1:
         raise ValueError(f"workers must be >= 1; got {workers}.")
-    if workers == 1 or len(jobs) <= 1:
+    if (workers == 1 and not isolate) or len(jobs) <= 1:
         env, policies = make_env(), {}
         try:
             for key, make_policy, seed in jobs:

@@ -4,13 +4,15 @@
            frames here (0.7 ms at 10k, near the memory-bandwidth bound; see benchmarks/results/perf.md).
     flat   faiss IndexFlatL2: the same exact answer through faiss (slower than torch for single queries
            on this CPU; there for comparison and for faiss users).
-    ivf    faiss IndexIVFFlat: approximate; k-means splits the database into `nlist` cells and a query visits
-           the `nprobe` nearest. ~sqrt(N) cells. Recall is measured in perf.py, not assumed.
+    ivf    faiss IndexIVFFlat: approximate; k-means splits the database into ~sqrt(N) cells and a query visits
+           the `nprobe` nearest, tuned at build time to IVF_TARGET_RECALL on the database's own frames.
+           Recall on held-out queries is measured in perf.py.
     auto   exact below AUTO_IVF_FRAMES frames, ivf from there on.
 
 Every backend only proposes candidate rows; their distances are then recomputed exactly from the database's
 own embeddings (lwr.exact_distances), so softmin weights and provenance do not depend on the backend.
-float16 storage: exact search multiplies in half precision (half the bytes read); ivf stores fp16 codes.
+float16 storage halves memory, not time: exact search converts chunks to float32 on the fly (~1.5x slower
+than float32 here, perf.md); ivf stores fp16 codes.
 """
 
 from __future__ import annotations
@@ -24,8 +26,11 @@ from vinn_policy.lwr import exact_distances, knn, squared_norms
 
 INDEXES = ("auto", "exact", "flat", "ivf")
 STORAGES = ("float32", "float16")
-AUTO_IVF_FRAMES = 200_000
-"""From here on "auto" uses ivf: exact search reaches ~20 ms per query at 200k x 512 float32 on this CPU."""
+AUTO_IVF_FRAMES = 100_000
+"""From here on "auto" uses ivf: exact search over 100k x 512 float32 takes ~9 ms here, as long as the encoder."""
+IVF_TARGET_RECALL = 0.97
+"""nprobe is the smallest that finds this share of the exact 10 nearest neighbours of sampled database frames
+among the other episodes (as for a frame of a new episode)."""
 
 
 def check_choice(name: str, value: str, choices: tuple[str, ...]) -> str:
@@ -45,7 +50,8 @@ def _faiss():
 class SearchIndex:
     """Finds the k nearest rows of `embeddings` (N, D) for (B, D) float32 queries: (distances, indices), ascending."""
 
-    def __init__(self, embeddings: torch.Tensor, kind: str = "auto", nprobe: int | None = None, seed: int = 0) -> None:
+    def __init__(self, embeddings: torch.Tensor, kind: str = "auto", nprobe: int | None = None, seed: int = 0,
+                 episode_ids: np.ndarray | None = None) -> None:
         check_choice("index", kind, INDEXES)
         self.embeddings = embeddings
         n = len(embeddings)
@@ -57,7 +63,7 @@ class SearchIndex:
             self._faiss_index = faiss.IndexFlatL2(embeddings.shape[1])
             self._faiss_index.add(embeddings.float().numpy())
         elif self.kind == "ivf":
-            self._faiss_index = build_ivf(embeddings, nprobe, seed)
+            self._faiss_index = build_ivf(embeddings, nprobe, seed, episode_ids)
 
     @property
     def nprobe(self) -> int | None:
@@ -83,8 +89,8 @@ class SearchIndex:
         return exact_distances(queries, self.embeddings, idx)
 
 
-def build_ivf(embeddings: torch.Tensor, nprobe: int | None = None, seed: int = 0):
-    """IVF over ~sqrt(N) k-means cells trained on a 40-per-cell sample; nprobe defaults to nlist / 16 (>= 8)."""
+def build_ivf(embeddings: torch.Tensor, nprobe: int | None = None, seed: int = 0, episode_ids: np.ndarray | None = None):
+    """IVF over ~sqrt(N) k-means cells trained on a 40-per-cell sample; nprobe tuned unless given."""
     faiss = _faiss()
     x = np.ascontiguousarray(embeddings.float().numpy())
     n, d = x.shape
@@ -98,5 +104,34 @@ def build_ivf(embeddings: torch.Tensor, nprobe: int | None = None, seed: int = 0
     sample = np.random.default_rng(seed).choice(n, min(n, 40 * nlist), replace=False)
     index.train(x[np.sort(sample)])
     index.add(x)
-    index.nprobe = min(nlist, nprobe or max(8, nlist // 16))
+    index.nprobe = min(nlist, nprobe or tune_nprobe(index, embeddings, nlist, seed, episode_ids))
     return index
+
+
+def tune_nprobe(index, embeddings: torch.Tensor, nlist: int, seed: int = 0, episode_ids: np.ndarray | None = None,
+                k: int = 10, queries: int = 200) -> int:
+    """The smallest nprobe (in ~1.5x steps) reaching IVF_TARGET_RECALL for sampled database frames, each searched
+    among the other episodes (every row is its own episode if none are given)."""
+    n = len(embeddings)
+    groups = np.arange(n) if episode_ids is None else np.unique(np.asarray(episode_ids), return_inverse=True)[1]
+    rows = np.sort(np.random.default_rng(seed + 1).choice(n, min(queries, n), replace=False))
+    q = embeddings[rows].float()
+    keys = embeddings.float() if embeddings.dtype != torch.float32 else embeddings
+    keys_sq = squared_norms(keys)
+    truth = []
+    for chunk in np.array_split(rows, max(1, len(rows) // 50)):
+        sq = keys_sq[None, :] - 2.0 * (keys[chunk] @ keys.T)  # (b, N), up to the query's own norm
+        sq[torch.from_numpy(groups[chunk][:, None] == groups[None, :])] = float("inf")
+        truth.append(torch.topk(-sq, min(k, n - 1), dim=1).indices.numpy())
+    truth = np.concatenate(truth)
+    span = int(np.bincount(groups).max())  # enough extra results to drop the query's own episode
+    nprobe = 1
+    while nprobe < nlist:
+        index.nprobe = nprobe
+        found = index.search(np.ascontiguousarray(q.numpy()), min(n, k + span))[1]
+        hits = [len(np.intersect1d(f[(f >= 0) & (groups[np.maximum(f, 0)] != groups[r])][: truth.shape[1]], t)) / truth.shape[1]
+                for r, f, t in zip(rows, found, truth, strict=True)]
+        if np.mean(hits) >= IVF_TARGET_RECALL:
+            return nprobe
+        nprobe = max(nprobe + 1, int(nprobe * 1.5))
+    return nlist
