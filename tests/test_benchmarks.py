@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from vinn_policy import BYOLConfig, EncoderConfig
-from vinn_policy.pipeline import cached_byol
+from vinn_policy.bc import BCConfig
+from vinn_policy.pipeline import cached_bc, cached_byol
 
 from .conftest import make_episodes
 
@@ -34,6 +35,21 @@ def test_cached_byol_trains_once_then_reuses(tmp_path):
     assert not (Path(info["path"]).parent / "checkpoint").exists()  # resume state is dropped once finished
     _, other = cached_byol(frames[::-1].copy(), config, tmp_path, progress=False)  # other data -> other entry
     assert not other["cached"] and other["path"] != info["path"]
+
+
+def test_bc_is_cached_by_data_config_and_encoder(tmp_path, tiny_encoder):
+    frames, actions, episodes = make_episodes(n_episodes=4, length=6)
+    config = BCConfig(encoder=EncoderConfig(image_size=32), epochs=1, batch_size=8)
+    first, info = cached_bc(frames, actions, episodes, config, [3], cache_dir=tmp_path)
+    again, info2 = cached_bc(frames, actions, episodes, config, [3], cache_dir=tmp_path)
+    assert not info["cached"] and info2["cached"] and info2["path"] == info["path"]
+    np.testing.assert_array_equal(first.act_batch(frames[:3]), again.act_batch(frames[:3]))
+    assert again.report.train_loss == first.report.train_loss  # the training record is saved with the policy
+    assert not cached_bc(frames, actions * 0.5, episodes, config, [3], cache_dir=tmp_path)[1]["cached"]  # other actions
+    rep, rep_info = cached_bc(frames, actions, episodes, config, [3], tiny_encoder, cache_dir=tmp_path)
+    assert not rep_info["cached"] and rep.frozen and "bc_rep-" in rep_info["path"]
+    assert cached_bc(frames, actions, episodes, config, [3], tiny_encoder, cache_dir=tmp_path)[1]["cached"]
+    assert not cached_bc(frames, actions, episodes, config, [3], tiny_encoder, cache_dir=tmp_path, retrain=True)[1]["cached"]
 
 
 @pytest.mark.sim

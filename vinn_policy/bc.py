@@ -256,7 +256,8 @@ class BCPolicy:
     def save(self, path: str | Path) -> Path:
         tensors = {**self.encoder.state_tensors(), **{f"head.{k}": v for k, v in self.head.state_dict().items()}}
         meta = {**self.encoder.meta(), "bc": asdict(self.config), "frozen": self.frozen,
-                "head_dims": [m.out_features for m in self.head.mlp if isinstance(m, nn.Linear)]}
+                "head_dims": [m.out_features for m in self.head.mlp if isinstance(m, nn.Linear)],
+                "train_report": asdict(self.report) if self.report else None}
         return save_artefact(path, "bc_policy", tensors, meta)
 
     @classmethod
@@ -274,7 +275,8 @@ class BCPolicy:
             head.load_state_dict({k[5:]: v for k, v in tensors.items() if k.startswith("head.")})
         except RuntimeError as e:
             raise ArtefactError(f"{path}: head weights do not match its metadata: {str(e)[:200]}") from e
-        return cls(encoder, head.eval(), config, frozen=bool(meta["frozen"]))
+        report = TrainReport(**meta["train_report"]) if meta.get("train_report") else None
+        return cls(encoder, head.eval(), config, frozen=bool(meta["frozen"]), report=report)
 
 
 @dataclass

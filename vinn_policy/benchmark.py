@@ -19,7 +19,7 @@ import torch
 
 from vinn_policy.artefact import atomic_write_text
 from vinn_policy.baselines import OpenLoopPolicy, RandomPolicy, load_policy
-from vinn_policy.bc import BCConfig, BCPolicy
+from vinn_policy.bc import BCConfig
 from vinn_policy.byol import BYOLConfig
 from vinn_policy.demos.collect import EVAL_SEED_BASE
 from vinn_policy.demos.dataset import Demos
@@ -27,7 +27,7 @@ from vinn_policy.diagnostics import diagnose
 from vinn_policy.encoder import Encoder, EncoderConfig
 from vinn_policy.evaluation import evaluate_methods, summarize
 from vinn_policy.offline import OfflineConfig, gripper_accuracy, knn_curve, predict_frames, translation_mse
-from vinn_policy.pipeline import cached_byol, ensure_demos
+from vinn_policy.pipeline import cached_bc, cached_byol, ensure_demos
 from vinn_policy.policy import VINNPolicy
 from vinn_policy.results import environment, time_calls
 from vinn_policy.rollout import run_episode
@@ -81,7 +81,7 @@ class BenchmarkArgs:
     provenance: bool = False
     """Write every VINN step's neighbours (episode, frame, distance, weight, action) to <run_dir>/provenance/."""
     retrain: bool = False
-    """Retrain the BYOL encoder even if cached."""
+    """Retrain the BYOL encoder and the BC baselines even if cached."""
     smoke: bool = False
     """About a minute: tiny images, demos, epochs and episodes (for tests)."""
     paper: bool = False
@@ -197,12 +197,12 @@ def train_policies(args: BenchmarkArgs, data: Demos, n_train: int, encoder: Enco
         torch.manual_seed(args.seed)
         untrained = Encoder(encoder.config)
         timed("vinn_random", lambda: vinn(untrained))
-    if "bc" in args.methods:
-        timed("bc", lambda: BCPolicy.fit_end_to_end(data.frames[rows], data.actions[rows], data.episode_ids[rows],
-                                                    args.bc_config(), val_episodes=val_eps))
+    bc_data = (data.frames[rows], data.actions[rows], data.episode_ids[rows])
+    if "bc" in args.methods:  # cached like BYOL: a rerun on the same data and settings reuses the trained policy
+        timed("bc", lambda: cached_bc(*bc_data, args.bc_config(), val_eps, None, args.cache_dir, args.retrain)[0])
     if "bc_rep" in args.methods:
-        timed("bc_rep", lambda: BCPolicy.fit_on_features(data.frames[rows], data.actions[rows], data.episode_ids[rows], encoder,
-                                                         args.bc_config(representation=True), val_episodes=val_eps))
+        timed("bc_rep", lambda: cached_bc(*bc_data, args.bc_config(representation=True), val_eps, encoder, args.cache_dir,
+                                          args.retrain)[0])
     if "open_loop" in args.methods:
         timed("open_loop", lambda: OpenLoopPolicy.fit(frames, actions, eps))
     if "random" in args.methods:

@@ -1,6 +1,7 @@
-"""Cached pipeline stages shared by the benchmark scripts: demonstrations and BYOL encoders.
+"""Cached pipeline stages shared by the benchmark scripts: demonstrations, BYOL encoders and BC baselines.
 
-Each stage is keyed by what determines it (task + collection settings; frames + BYOL config), reuses a
+Each stage is keyed by what determines it (task + collection settings; frames + BYOL config; frames,
+actions, episodes, BC config and, for BC-rep, the encoder's weights), reuses a
 validated artefact when one exists, and writes new ones atomically, so a crash never leaves a corrupt
 cache behind.
 """
@@ -17,6 +18,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from vinn_policy.artefact import ArtefactError, atomic_write_text
+from vinn_policy.bc import BCConfig, BCPolicy
 from vinn_policy.byol import BYOLConfig, train_byol
 from vinn_policy.demos.dataset import DemoFileError, Demos, load_demos, validate_file
 from vinn_policy.encoder import Encoder
@@ -75,3 +77,31 @@ def cached_byol(frames: NDArray[np.uint8], config: BYOLConfig, cache_dir: str | 
     encoder.save(final)
     shutil.rmtree(folder / "checkpoint", ignore_errors=True)  # only needed to resume an unfinished run
     return encoder, {"path": str(final), "cached": False, "losses": losses}
+
+
+def cached_bc(frames: NDArray[np.uint8], actions: NDArray[np.floating], episode_ids: NDArray[np.integer], config: BCConfig,
+              val_episodes: NDArray[np.integer], encoder: Encoder | None = None, cache_dir: str | Path = "runs/cache",
+              retrain: bool = False, progress: bool = True) -> tuple[BCPolicy, dict]:
+    """BC end-to-end (no encoder) or BC-rep (on `encoder`'s frozen features), trained once per (data, config,
+    encoder weights) and cached under cache_dir/bc[_rep]-<hash>. Returns (policy, {"path", "cached"})."""
+    digest = hashlib.sha256()
+    for part in (frames_digest(frames), json.dumps(asdict(config), sort_keys=True)):
+        digest.update(part.encode())
+    for array in (np.asarray(actions, np.float32), np.asarray(episode_ids, np.int64), np.sort(np.asarray(val_episodes, np.int64))):
+        digest.update(np.ascontiguousarray(array).tobytes())
+    if encoder is not None:
+        for name, tensor in sorted(encoder.state_tensors().items()):
+            digest.update(name.encode())
+            digest.update(tensor.contiguous().numpy().tobytes())
+    folder = Path(cache_dir) / f"bc{'_rep' if encoder is not None else ''}-{digest.hexdigest()[:16]}"
+    if folder.exists() and not retrain:
+        try:
+            return BCPolicy.load(folder), {"path": str(folder), "cached": True}
+        except ArtefactError:
+            pass  # unusable cache entry: train again (the atomic save replaces it)
+    if encoder is None:
+        policy = BCPolicy.fit_end_to_end(frames, actions, episode_ids, config, val_episodes=val_episodes, progress=progress)
+    else:
+        policy = BCPolicy.fit_on_features(frames, actions, episode_ids, encoder, config, val_episodes=val_episodes, progress=progress)
+    policy.save(folder)
+    return policy, {"path": str(folder), "cached": False}
