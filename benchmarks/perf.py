@@ -29,6 +29,7 @@ from vinn_policy.byol import augmentation
 from vinn_policy.encoder import build_trunk, normalize, resize_uint8
 from vinn_policy.lwr import knn
 from vinn_policy.results import environment, markdown_table, time_calls, write_results
+from vinn_policy.search import recall
 
 BACKENDS = [("exact", "float32"), ("exact", "float16"), ("flat", "float32"), ("ivf", "float32")]
 
@@ -76,10 +77,6 @@ def read_bandwidth(gib: float = 1.0, repeats: int = 10) -> float:
     x = torch.ones(int(gib * 2**30) // 4)
     seconds = time_calls(lambda: x.sum(), repeats, warmup=2)["median_ms"] / 1e3
     return x.numel() * 4 / seconds
-
-
-def recall(found: np.ndarray, truth: np.ndarray) -> float:
-    return float(np.mean([len(np.intersect1d(f, t)) / len(t) for f, t in zip(found, truth, strict=True)]))
 
 
 def backend_rows(n: int, args: Args, bandwidth: float, gaussian: bool = False) -> list[dict]:

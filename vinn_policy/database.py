@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
-from vinn_policy.lwr import exact_distances, softmin_weights, squared_norms
+from vinn_policy.lwr import knn_other_groups, softmin_weights
 from vinn_policy.search import INDEXES, STORAGES, SearchIndex, check_choice
 
 
@@ -157,18 +157,7 @@ class EmbeddingDatabase:
         if len(np.unique(self.episode_ids)) < 2:
             raise ValueError("Leave-one-episode-out needs at least 2 episodes in the database.")
         rows = self.held_out_rows(max_queries, seed) if rows is None else np.asarray(rows, np.int64)
-        k = min(k, int(len(self) - np.bincount(self.episode_ids - self.episode_ids.min()).max()))
-        dist, idx = [], []
-        keys = self.embeddings.float()
-        keys_sq = squared_norms(keys)
-        for chunk in np.array_split(rows, max(1, len(rows) // 256)):
-            q = keys[chunk]
-            sq = (q * q).sum(1, keepdim=True) - 2.0 * (q @ keys.T) + keys_sq[None, :]  # (b, N)
-            sq[torch.from_numpy(self.episode_ids[chunk][:, None] == self.episode_ids[None, :])] = float("inf")
-            d, i = exact_distances(q, keys, torch.topk(-sq, k, dim=1).indices)
-            dist.append(d)
-            idx.append(i)
-        d, i = torch.cat(dist), torch.cat(idx)
+        d, i = knn_other_groups(rows, self.embeddings, k, self.episode_ids)
         actions, w = self.blend(d, i, temperature)
         r = i.numpy()
         return Neighbours(actions.numpy(), r, d.numpy(), w.numpy(), self.episode_ids[r], self.frame_indices[r], self.actions.numpy()[r])

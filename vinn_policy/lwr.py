@@ -5,7 +5,9 @@ Pure functions on torch tensors; B = queries, N = database frames, D = embedding
 
 from __future__ import annotations
 
+import numpy as np
 import torch
+from numpy.typing import NDArray
 
 
 def squared_norms(keys: torch.Tensor) -> torch.Tensor:
@@ -45,6 +47,33 @@ def knn(
     k = min(k, keys.shape[0])
     _, idx = torch.topk(-sq, k, dim=1, largest=True, sorted=True)  # (B, k)
     return exact_distances(q, keys, idx)
+
+
+def knn_other_groups(rows: NDArray[np.integer], keys: torch.Tensor, k: int, groups: NDArray[np.integer],
+                     chunk: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+    """Exact k nearest neighbours of the database's own rows, each among the rows of OTHER groups (episodes).
+
+    Args:
+        rows: (B,) query rows of keys. keys: (N, D) embeddings. groups: (N,) group of each row.
+        k: neighbours per query, clamped to the rows outside the largest group.
+        chunk: queries per (chunk, N) distance matrix (bounds memory).
+
+    Returns:
+        distances (B, k) ascending, and indices (B, k) into keys.
+    """
+    groups = np.asarray(groups)
+    k = min(k, int(len(keys) - np.unique(groups, return_counts=True)[1].max()))
+    keys = keys.float()
+    keys_sq = squared_norms(keys)
+    dist, idx = [], []
+    for part in np.array_split(np.asarray(rows, np.int64), max(1, len(rows) // chunk)):
+        q = keys[part]
+        sq = (q * q).sum(1, keepdim=True) - 2.0 * (q @ keys.T) + keys_sq[None, :]  # (b, N)
+        sq[torch.from_numpy(groups[part][:, None] == groups[None, :])] = float("inf")
+        d, i = exact_distances(q, keys, torch.topk(-sq, k, dim=1).indices)
+        dist.append(d)
+        idx.append(i)
+    return torch.cat(dist), torch.cat(idx)
 
 
 def exact_distances(query: torch.Tensor, keys: torch.Tensor, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

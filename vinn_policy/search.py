@@ -18,11 +18,12 @@ than float32 here, perf.md); ivf stores fp16 codes.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 
-from vinn_policy.lwr import exact_distances, knn, squared_norms
+from vinn_policy.lwr import exact_distances, knn, knn_other_groups, squared_norms
 
 INDEXES = ("auto", "exact", "flat", "ivf")
 STORAGES = ("float32", "float16")
@@ -115,23 +116,20 @@ def tune_nprobe(index, embeddings: torch.Tensor, nlist: int, seed: int = 0, epis
     n = len(embeddings)
     groups = np.arange(n) if episode_ids is None else np.unique(np.asarray(episode_ids), return_inverse=True)[1]
     rows = np.sort(np.random.default_rng(seed + 1).choice(n, min(queries, n), replace=False))
-    q = embeddings[rows].float()
-    keys = embeddings.float() if embeddings.dtype != torch.float32 else embeddings
-    keys_sq = squared_norms(keys)
-    truth = []
-    for chunk in np.array_split(rows, max(1, len(rows) // 50)):
-        sq = keys_sq[None, :] - 2.0 * (keys[chunk] @ keys.T)  # (b, N), up to the query's own norm
-        sq[torch.from_numpy(groups[chunk][:, None] == groups[None, :])] = float("inf")
-        truth.append(torch.topk(-sq, min(k, n - 1), dim=1).indices.numpy())
-    truth = np.concatenate(truth)
+    q = np.ascontiguousarray(embeddings[rows].float().numpy())
+    truth = knn_other_groups(rows, embeddings, k, groups, chunk=50)[1].numpy()
     span = int(np.bincount(groups).max())  # enough extra results to drop the query's own episode
     nprobe = 1
     while nprobe < nlist:
         index.nprobe = nprobe
-        found = index.search(np.ascontiguousarray(q.numpy()), min(n, k + span))[1]
-        hits = [len(np.intersect1d(f[(f >= 0) & (groups[np.maximum(f, 0)] != groups[r])][: truth.shape[1]], t)) / truth.shape[1]
-                for r, f, t in zip(rows, found, truth, strict=True)]
-        if np.mean(hits) >= IVF_TARGET_RECALL:
+        found = index.search(q, min(n, k + span))[1]
+        others = [f[(f >= 0) & (groups[np.maximum(f, 0)] != groups[r])][: truth.shape[1]] for r, f in zip(rows, found, strict=True)]
+        if recall(others, truth) >= IVF_TARGET_RECALL:
             return nprobe
         nprobe = max(nprobe + 1, int(nprobe * 1.5))
     return nlist
+
+
+def recall(found: Sequence[np.ndarray], truth: np.ndarray) -> float:
+    """Mean share of each query's true neighbours (truth rows) among its found ones (recall@k, k = truth.shape[1])."""
+    return float(np.mean([len(np.intersect1d(f, t)) / len(t) for f, t in zip(found, truth, strict=True)]))
