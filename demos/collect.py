@@ -41,6 +41,8 @@ class CollectArgs:
     noise: float = 0.1
     """Std of Gaussian noise on the executed translation (labels stay the expert's intended action)."""
     image_size: int = 84
+    camera: str | None = None
+    """Camera of the image observations (default: the task's, e.g. agentview; robot0_eye_in_hand is the wrist)."""
     workers: int = 2
     append: bool = False
     """Add to an existing file instead of refusing to overwrite it."""
@@ -61,12 +63,14 @@ def collect(args: CollectArgs, progress: bool = True) -> CollectReport:
     """Run the expert on consecutive seeds until `args.episodes` successes; write them to the file."""
     if args.episodes < 1:
         raise ValueError(f"episodes must be >= 1; got {args.episodes}.")
-    image_key = f"{task_spec(args.task).camera}_image"  # robomimic's name for the camera's images
+    default_camera = task_spec(args.task).camera
+    camera = args.camera or default_camera
+    image_key = f"{camera}_image"  # robomimic's name for the camera's images
     path = Path(args.out or f"data/{args.task}.hdf5")
     env_args = {
         "env_name": env_id(args.task),
         "type": "vinn_policy",
-        "env_kwargs": {"image_size": args.image_size},
+        "env_kwargs": {"image_size": args.image_size, **({"camera": camera} if camera != default_camera else {})},
         "image_key": image_key,
         "action_noise": args.noise,
     }
@@ -77,7 +81,7 @@ def collect(args: CollectArgs, progress: bool = True) -> CollectReport:
     elif path.exists():
         raise FileExistsError(f"{path} exists; pass --append to add demos or remove it first.")
 
-    make = functools.partial(make_env, args.task, image_size=args.image_size, render_mode=None)
+    make = functools.partial(make_env, args.task, image_size=args.image_size, render_mode=None, camera=camera)
     kept: list[Episode] = []
     failures, max_failures = 0, args.max_failures if args.max_failures is not None else args.episodes
     start = time.perf_counter()

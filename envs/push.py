@@ -1,4 +1,4 @@
-"""Pushing: a cube pushed across the table onto a green goal disk, seen by agentview.
+"""Pushing: a cube pushed across the table onto a green goal disk, seen by the wrist camera (videos: agentview).
 
 robosuite has no push task; `VinnPush` is robosuite's Lift (same table and cube) plus a visual-only goal
 disk (no collision). The cube starts on the robot's side, the goal 12-18 cm beyond it and up to 6 cm to
@@ -74,7 +74,7 @@ class VinnPush(Lift):
 class PushEnv(RobosuiteEnv):
     task = TaskSpec(
         robosuite_env="VinnPush",
-        camera="agentview",
+        camera="robot0_eye_in_hand",  # cube and goal stay large and in view; agentview: VINN 24% vs 77% here
         render_camera="agentview",
         horizon=150,
         object_keys={"cube_pos": 3, "goal_pos": 3},

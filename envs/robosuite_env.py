@@ -4,7 +4,7 @@ Action: float32 Box [-1, 1]^4 = [dx, dy, dz, grip], end-effector delta position 
 (1.0 = 5 cm per 20 Hz step, OSC_POSITION controller) and gripper (-1 open, +1 closed).
 
 Observation (Dict, all fixed-size):
-    image                 uint8 (S, S, 3), upright (opencv convention), from the task's camera
+    image                 uint8 (S, S, 3), upright (opencv convention), from the task's camera (or `camera=`)
     robot0_eef_pos        float32 (3,)  gripper site position, world frame (m)
     robot0_gripper_qpos   float32 (2,)  finger joint positions
     <task keys>           float32       privileged object state for scripted experts (see each task)
@@ -39,6 +39,8 @@ class _QuietRobosuite(logging.Filter):
 logging.getLogger("robosuite_logs").addFilter(_QuietRobosuite())  # robosuite's logger; it survives its import
 
 CONTROL_FREQ = 20
+CAMERAS = ("agentview", "frontview", "birdview", "sideview", "robot0_robotview", "robot0_eye_in_hand")
+"""The cameras of robosuite's scenes with a Panda (robot0_eye_in_hand: on the wrist, looking down past the fingers)."""
 
 
 @dataclass(frozen=True)
@@ -93,6 +95,7 @@ class RobosuiteEnv(gym.Env):
         horizon: int | None = None,
         terminate_on_success: bool = True,
         fast_render: bool = True,
+        camera: str | None = None,
     ) -> None:
         import robosuite
         import robosuite.macros as macros
@@ -101,11 +104,14 @@ class RobosuiteEnv(gym.Env):
         macros.IMAGE_CONVENTION = "opencv"
         if render_mode not in (None, "rgb_array"):
             raise ValueError(f"render_mode must be None or 'rgb_array'; got {render_mode!r}.")
+        if camera is not None and camera not in CAMERAS:
+            raise ValueError(f"camera must be one of {CAMERAS}; got {camera!r}.")
         if not isinstance(image_size, int) or image_size < 8:
             raise ValueError(f"image_size must be an int >= 8; got {image_size!r}.")
         self.image_size, self.render_size, self.render_mode = image_size, render_size, render_mode
         self.horizon = horizon or self.task.horizon
         self.terminate_on_success, self.fast_render = terminate_on_success, fast_render
+        self.camera = camera or self.task.camera  # e.g. "robot0_eye_in_hand" for the wrist camera
         self._rs = robosuite.make(
             self.task.robosuite_env,
             robots="Panda",
@@ -114,7 +120,7 @@ class RobosuiteEnv(gym.Env):
             has_offscreen_renderer=True,
             use_camera_obs=True,
             use_object_obs=True,
-            camera_names=self.task.camera,
+            camera_names=self.camera,
             camera_heights=image_size,
             camera_widths=image_size,
             control_freq=CONTROL_FREQ,
@@ -159,8 +165,18 @@ class RobosuiteEnv(gym.Env):
         if ctx is not None:
             ctx.gl_ctx.make_current()
 
+    def set_camera_obs(self, enabled: bool) -> None:
+        """Turn camera rendering off (image = zeros) for policies that never look, e.g. open-loop and random:
+        rendering is most of a step's cost, and the simulation does not depend on it."""
+        self._rs.modify_observable(f"{self.camera}_image", "enabled", bool(enabled))
+        self._camera_obs = bool(enabled)
+
     def _observation(self, raw: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        obs = {"image": np.ascontiguousarray(raw[f"{self.task.camera}_image"], dtype=np.uint8)}
+        if not getattr(self, "_camera_obs", True):
+            image = np.zeros(self.observation_space["image"].shape, np.uint8)
+        else:
+            image = raw[f"{self.camera}_image"]
+        obs = {"image": np.ascontiguousarray(image, dtype=np.uint8)}
         for key, space in self.observation_space.spaces.items():
             if key != "image":
                 obs[key] = np.asarray(raw[key], dtype=np.float32).reshape(space.shape)

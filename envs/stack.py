@@ -1,4 +1,4 @@
-"""Stacking: robosuite's Stack (pick cube A, place it on cube B), seen by agentview.
+"""Stacking: robosuite's Stack (pick cube A, place it on cube B), seen by the wrist camera (videos: agentview).
 
 Privileged keys: cubeA_pos, cubeB_pos (m). Success: A lifted, not grasped, touching B.
 """
@@ -9,7 +9,7 @@ from vinn_policy.envs.robosuite_env import RobosuiteEnv, TaskSpec
 class StackEnv(RobosuiteEnv):
     task = TaskSpec(
         robosuite_env="Stack",
-        camera="agentview",
+        camera="robot0_eye_in_hand",  # in agentview the arm hides the cubes while grasping (VINN 0%)
         render_camera="agentview",
         horizon=200,
         object_keys={"cubeA_pos": 3, "cubeB_pos": 3},

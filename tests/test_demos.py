@@ -141,13 +141,21 @@ def test_collect_command_writes_a_valid_file_and_appends(tmp_path):
     report = collect(args, progress=False)
     assert report.kept == 2 and report.total_demos == 2
     demos = load_demos(report.path)
-    assert demos.image_key == "agentview_image" and demos.frames.shape[1:] == (48, 48, 3)
+    assert demos.image_key == "robot0_eye_in_hand_image" and demos.frames.shape[1:] == (48, 48, 3)
     assert demos.seeds == [0, 1]
     with pytest.raises(FileExistsError):
         collect(args, progress=False)
     args.append, args.episodes = True, 1
     assert collect(args, progress=False).total_demos == 3
     assert load_demos(report.path).seeds == [0, 1, 2]  # appending continues after the largest seed
+    with pytest.raises(DemoFileError, match="Cannot append"):  # another camera's frames never join the file
+        collect(CollectArgs(task="stack", episodes=1, out=args.out, image_size=48, workers=1, append=True,
+                            camera="agentview"), progress=False)
+    other = collect(CollectArgs(task="stack", episodes=1, out=str(tmp_path / "agentview.hdf5"), image_size=48, workers=1,
+                                camera="agentview"), progress=False)
+    summary = validate_file(other.path)
+    assert summary["image_key"] == "agentview_image"
+    assert summary["env_args"]["env_kwargs"] == {"image_size": 48, "camera": "agentview"}
 
 
 def test_fit_file_streams_batches_and_equals_fit_on_loaded_demos(tmp_path, tiny_encoder, monkeypatch):
@@ -175,3 +183,16 @@ def test_fit_file_streams_batches_and_equals_fit_on_loaded_demos(tmp_path, tiny_
         np.testing.assert_allclose(streamed.act(f), fitted.act(f), atol=1e-5)
     with pytest.raises(ValueError, match="batch_size must be >= 1"):
         next(iter_demo_batches(path, batch_size=0))
+
+
+def test_cached_demos_of_another_camera_are_refused_not_used(tmp_path):
+    from vinn_policy.pipeline import ensure_demos
+
+    write_demos(tmp_path / "door_16px.hdf5", [fake_episode(0)], {**ENV_ARGS, "action_noise": 0.1})
+    assert ensure_demos("door", 1, tmp_path, image_size=16, progress=False).image_key == "sideview_image"
+    wrong = {**ENV_ARGS, "action_noise": 0.1, "image_key": "agentview_image"}
+    episode = fake_episode(0)
+    episode.obs["agentview_image"] = episode.obs.pop("sideview_image")
+    write_demos(tmp_path / "door_8px.hdf5", [episode], wrong)
+    with pytest.raises(DemoFileError, match="agentview_image frames, not sideview_image"):
+        ensure_demos("door", 1, tmp_path, image_size=8, progress=False)

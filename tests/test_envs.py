@@ -108,3 +108,38 @@ def test_push_around_expert_takes_the_left_lane_on_even_seeds_and_the_right_on_o
             assert side * max(offsets, key=abs) > 0.06  # the cube went round the block on that side
     finally:
         env.close()
+
+
+def test_camera_option_changes_only_the_image_source():
+    other = make_env("stack", image_size=48, camera="agentview")
+    default = make_env("stack", image_size=48)
+    try:
+        a, _ = other.reset(seed=3)
+        b, _ = default.reset(seed=3)
+        assert a["image"].shape == b["image"].shape == (48, 48, 3)
+        np.testing.assert_array_equal(a["cubeA_pos"], b["cubeA_pos"])  # same episode
+        assert np.abs(a["image"].astype(int) - b["image"].astype(int)).mean() > 10  # another viewpoint
+    finally:
+        other.close()
+        default.close()
+    with pytest.raises(ValueError, match="robot0_eye_in_hand"):
+        make_env("stack", camera="wristcam")
+
+
+def test_a_policy_that_never_looks_gets_the_same_episode_without_rendering():
+    from vinn_policy.baselines import RandomPolicy
+
+    env = make_env("door", image_size=48)
+    try:
+        policy = RandomPolicy(seed=1)
+        blind = run_episode(env, policy, seed=5)
+        blind_end = env.unwrapped.sim_state()
+        assert env.reset(seed=5)[0]["image"].any()  # rendering is back on after the blind episode
+        policy.uses_images = True  # overrides the class attribute: render as usual
+        seen = run_episode(env, policy, seed=5)
+        assert (blind.success, blind.steps) == (seen.success, seen.steps)
+        np.testing.assert_array_equal(blind_end, env.unwrapped.sim_state())
+        env.unwrapped.set_camera_obs(False)
+        assert not env.reset(seed=5)[0]["image"].any()
+    finally:
+        env.close()

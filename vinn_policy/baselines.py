@@ -79,6 +79,8 @@ class OpenLoopPolicy:
 class RandomPolicy:
     """Uniform random actions in [low, high]^A; reset(seed=s) makes the episode's actions a function of (seed, s)."""
 
+    uses_images = False  # rollouts skip rendering the camera for it
+
     def __init__(self, action_dim: int = 4, low: float = -1.0, high: float = 1.0, seed: int = 0) -> None:
         if action_dim < 1 or not low < high:
             raise ValueError(f"Need action_dim >= 1 and low < high; got {action_dim}, {low}, {high}.")

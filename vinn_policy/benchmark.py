@@ -63,6 +63,8 @@ class BenchmarkArgs:
     data_dir: str = "data"
     cache_dir: str = "runs/cache"
     image_size: int = 84
+    camera: str | None = None
+    """Camera of the policy's images (default: the task's; robot0_eye_in_hand is the wrist camera)."""
     horizon: int | None = None
     """Episode step limit (default: the task's)."""
     byol_epochs: int = 4
@@ -235,7 +237,7 @@ def record_videos(args: BenchmarkArgs, paths: dict[str, str], data: Demos, rows_
     """Re-run the first `videos` seeds of each method with rendering; check they reproduce the evaluation."""
     from vinn_policy.envs import make_env
 
-    env = make_env(args.task, image_size=args.image_size, render_size=256, horizon=args.horizon)
+    env = make_env(args.task, image_size=args.image_size, camera=args.camera, render_size=256, horizon=args.horizon)
     written = []
     try:
         for name, path in paths.items():
@@ -265,11 +267,11 @@ def run(args: BenchmarkArgs) -> dict[str, Any]:
     stages = Stages()
     run_dir, out = args.work_dir, args.report_dir
     data = stages.run("demonstrations", ensure_demos, args.task, args.demos + args.val_demos, args.data_dir,
-                      image_size=args.image_size)
+                      image_size=args.image_size, camera=args.camera)
     train_frames = data.frames[data.episode_ids < args.demos]
     encoder, encoder_info = stages.run("encoder", build_encoder, args, train_frames)
     trained = stages.run("policies", train_policies, args, data, args.demos, encoder, run_dir / "policies")
-    make = functools.partial(make_env, args.task, image_size=args.image_size, render_mode=None, horizon=args.horizon)
+    make = functools.partial(make_env, args.task, image_size=args.image_size, camera=args.camera, render_mode=None, horizon=args.horizon)
     rows = stages.run("evaluation", evaluate_methods, make, trained["paths"], args.eval_seeds(), args.workers,
                       provenance=args.provenance)
     for r in rows:  # per-step neighbour lists are large: one file per episode, not results.json
@@ -353,7 +355,7 @@ def replay(args: BenchmarkArgs) -> dict[str, Any]:
 
     path = args.work_dir / "policies" / args.method
     policy = load_policy(path)
-    env = make_env(args.task, image_size=args.image_size, render_size=256, horizon=args.horizon)
+    env = make_env(args.task, image_size=args.image_size, camera=args.camera, render_size=256, horizon=args.horizon)
     try:
         episode = run_episode(env, policy, args.replay, render=True)
     finally:

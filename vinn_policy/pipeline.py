@@ -25,23 +25,29 @@ from vinn_policy.encoder import Encoder
 
 
 def ensure_demos(task: str, episodes: int, data_dir: str | Path = "data", noise: float = 0.1, image_size: int = 84,
-                 workers: int = 2, progress: bool = True) -> Demos:
-    """The first `episodes` demos of data/<task>_<image_size>px.hdf5, collecting (or appending) what is missing."""
+                 workers: int = 2, progress: bool = True, camera: str | None = None) -> Demos:
+    """The first `episodes` demos of data/<task>[_<camera>]_<image_size>px.hdf5 (camera named when not the
+    task's own), collecting (or appending) what is missing."""
     from vinn_policy.demos.collect import CollectArgs, collect
+    from vinn_policy.envs import task_spec
 
-    path = Path(data_dir) / f"{task}_{image_size}px.hdf5"
+    default = task_spec(task).camera
+    camera = None if camera == default else camera
+    path = Path(data_dir) / f"{task}{'_' + camera if camera else ''}_{image_size}px.hdf5"
     have = 0
     if path.exists():
         try:
             summary = validate_file(path)
             if summary["env_args"].get("action_noise") != noise:
                 raise DemoFileError(f"{path} was collected with noise {summary['env_args'].get('action_noise')}, not {noise}")
+            if summary["image_key"] != f"{camera or default}_image":
+                raise DemoFileError(f"{path} holds {summary['image_key']} frames, not {camera or default}_image")
             have = summary["demos"]
         except DemoFileError as e:
             raise DemoFileError(f"Cached demonstrations are unusable ({e}); delete {path} to collect afresh.") from e
     if have < episodes:
         collect(CollectArgs(task=task, episodes=episodes - have, out=str(path), noise=noise, image_size=image_size,
-                            workers=workers, append=have > 0), progress=progress)
+                            camera=camera, workers=workers, append=have > 0), progress=progress)
     return load_demos(path, max_episodes=episodes)
 
 

@@ -69,6 +69,17 @@ def run_episode(
         trace: `trace(policy)` after each act() -> a dict kept in `episode.trace` (e.g. VINN's uncertainty and
             neighbours); None results are dropped. Must be picklable to run in worker processes.
     """
+    blind = not getattr(policy, "uses_images", True) and not record and hasattr(env.unwrapped, "set_camera_obs")
+    if blind:  # the policy never looks: skip rendering its camera
+        env.unwrapped.set_camera_obs(False)
+    try:
+        return _run_episode(env, policy, seed, action_noise, record, render, annotate, trace)
+    finally:
+        if blind:
+            env.unwrapped.set_camera_obs(True)
+
+
+def _run_episode(env, policy, seed, action_noise, record, render, annotate, trace) -> Episode:
     start = time.perf_counter()
     noise_rng = np.random.default_rng([seed, 7919])
     obs, info = env.reset(seed=seed)
