@@ -17,7 +17,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import tyro
 
-from vinn_policy.report import NAMES, success_cell
+from vinn_policy.report import NAMES, camera_of, success_cell
 from vinn_policy.results import markdown_table, write_results
 
 
@@ -43,7 +43,7 @@ def main(args: Args) -> dict:
     md = ["# Closed-loop success, all tasks\n",
           "Success rate [Wilson 95%] of each method on the same held-out seeds per task. Settings: " +
           "; ".join(f"{t}: paper preset" if r["args"]["paper"] else
-                    f"{t}: {r['encoder']['config']['arch']} at {r['encoder']['config']['image_size']} px, BYOL {r['args']['byol_epochs']} "
+                    f"{t}: {camera_of(r)} camera, {r['encoder']['config']['arch']} at {r['encoder']['config']['image_size']} px, BYOL {r['args']['byol_epochs']} "
                     f"epochs, BC ≤ {r['args']['bc_epochs']} epochs" for t, r in found.items()) +
           ". Per-task details, paired tests, sweeps and timings: " +
           ", ".join(f"[{t}]({t}/report.md)" for t in found) + ".\n", table, "\n![closed loop](closed_loop.png)\n", "## Runs\n", runs]

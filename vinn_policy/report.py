@@ -20,6 +20,13 @@ NAMES = {"vinn": "VINN", "vinn_random": "kNN, untrained encoder", "bc": "BC end-
          "vinn_dominant": "VINN, dominant mode", "vinn_consistent": "VINN, consistent mode"}
 
 
+
+def camera_of(results: dict) -> str:
+    """The camera a run's policies saw (runs from before --camera existed used the task's own)."""
+    from vinn_policy.envs import task_spec
+
+    return results["args"].get("camera") or task_spec(results["args"]["task"]).camera
+
 def _pct(x: float) -> str:
     return f"{100 * x:.0f}%"
 
@@ -141,7 +148,7 @@ def write_report(out: str | Path, results: dict[str, Any]) -> None:
           f"{args['episodes']} evaluation episodes per method on the same held-out seeds · VINN k = {results['k']} "
           f"({'fixed' if args['k'] else 'chosen on validation'}) · encoder: {results['encoder']['kind']} "
           f"{results['encoder']['config']['arch']} at {results['encoder']['config']['image_size']} px"
-          f"{' (cached)' if results['encoder'].get('cached') else ''} · total wall time {results['wall_seconds'] / 60:.1f} min\n",
+          f"{' (cached)' if results['encoder'].get('cached') else ''} · camera: {camera_of(results)} · total wall time {results['wall_seconds'] / 60:.1f} min\n",
           "## Success\n", success_table(summary, results["offline"], results["act_latency_ms"], results["train_seconds"]),
           "\n![success](success.png)\n"]
     if summary["paired"]:
