@@ -20,7 +20,7 @@ import tyro
 from tqdm.auto import tqdm
 from vinn_policy.demos.dataset import load_demos, validate_file, write_demos
 from vinn_policy.demos.experts import make_expert
-from vinn_policy.envs import env_id, make_env, task_spec
+from vinn_policy.envs import env_id, make_env, resolve_camera, task_spec
 
 from vinn_policy.rollout import Episode, rollouts
 
@@ -64,7 +64,7 @@ def collect(args: CollectArgs, progress: bool = True) -> CollectReport:
     if args.episodes < 1:
         raise ValueError(f"episodes must be >= 1; got {args.episodes}.")
     default_camera = task_spec(args.task).camera
-    camera = args.camera or default_camera
+    camera = resolve_camera(args.task, args.camera)
     image_key = f"{camera}_image"  # robomimic's name for the camera's images
     path = Path(args.out or f"data/{args.task}.hdf5")
     env_args = {

@@ -35,6 +35,14 @@ def make_env(task: str, **kwargs):
     return gym.make(env_id(task), **kwargs)
 
 
+def resolve_camera(task: str, camera: str | None = None) -> str:
+    """The camera a task's images come from: `camera` if given (checked), else the task's own."""
+    from vinn_policy.envs.robosuite_env import check_camera
+
+    check_camera(camera)
+    return camera or task_spec(task).camera
+
+
 def task_spec(task: str):
     """The TaskSpec (camera, horizon, privileged keys) of a task, without making an env."""
     from importlib import import_module

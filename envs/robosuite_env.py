@@ -43,6 +43,11 @@ CAMERAS = ("agentview", "frontview", "birdview", "sideview", "robot0_robotview",
 """The cameras of robosuite's scenes with a Panda (robot0_eye_in_hand: on the wrist, looking down past the fingers)."""
 
 
+def check_camera(camera: str | None) -> None:
+    if camera is not None and camera not in CAMERAS:
+        raise ValueError(f"camera must be one of {CAMERAS}; got {camera!r}.")
+
+
 @dataclass(frozen=True)
 class TaskSpec:
     """What differs between tasks."""
@@ -104,14 +109,14 @@ class RobosuiteEnv(gym.Env):
         macros.IMAGE_CONVENTION = "opencv"
         if render_mode not in (None, "rgb_array"):
             raise ValueError(f"render_mode must be None or 'rgb_array'; got {render_mode!r}.")
-        if camera is not None and camera not in CAMERAS:
-            raise ValueError(f"camera must be one of {CAMERAS}; got {camera!r}.")
+        check_camera(camera)
         if not isinstance(image_size, int) or image_size < 8:
             raise ValueError(f"image_size must be an int >= 8; got {image_size!r}.")
         self.image_size, self.render_size, self.render_mode = image_size, render_size, render_mode
         self.horizon = horizon or self.task.horizon
         self.terminate_on_success, self.fast_render = terminate_on_success, fast_render
         self.camera = camera or self.task.camera  # e.g. "robot0_eye_in_hand" for the wrist camera
+        self._camera_obs = True  # set_camera_obs(False) skips rendering it
         self._rs = robosuite.make(
             self.task.robosuite_env,
             robots="Panda",
@@ -166,13 +171,13 @@ class RobosuiteEnv(gym.Env):
             ctx.gl_ctx.make_current()
 
     def set_camera_obs(self, enabled: bool) -> None:
-        """Turn camera rendering off (image = zeros) for policies that never look, e.g. open-loop and random:
+        """Turn camera rendering off (image = zeros) for policies that never look, e.g. the random baseline:
         rendering is most of a step's cost, and the simulation does not depend on it."""
         self._rs.modify_observable(f"{self.camera}_image", "enabled", bool(enabled))
         self._camera_obs = bool(enabled)
 
     def _observation(self, raw: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        if not getattr(self, "_camera_obs", True):
+        if not self._camera_obs:
             image = np.zeros(self.observation_space["image"].shape, np.uint8)
         else:
             image = raw[f"{self.camera}_image"]

@@ -92,3 +92,5 @@ def test_bad_arguments_are_refused():
         script.BenchmarkArgs(methods=("vinn", "gail"))
     with pytest.raises(ValueError, match="imagenet-weights"):
         script.BenchmarkArgs(encoder="imagenet")
+    with pytest.raises(ValueError, match="camera must be one of"):
+        script.BenchmarkArgs(camera="wristcam")

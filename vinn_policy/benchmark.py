@@ -93,9 +93,9 @@ class BenchmarkArgs:
         unknown = set(self.methods) - set(METHODS + OPTIONAL_METHODS)
         if unknown:
             raise ValueError(f"Unknown methods {sorted(unknown)}; available: {list(METHODS + OPTIONAL_METHODS)}")
-        from vinn_policy.envs import task_spec
+        from vinn_policy.envs import resolve_camera
 
-        self.camera = self.camera or task_spec(self.task).camera  # recorded in results.json as used
+        self.camera = resolve_camera(self.task, self.camera)  # recorded in results.json as used
         if self.encoder not in ("byol", "random", "imagenet"):
             raise ValueError(f"--encoder must be byol, random or imagenet; got {self.encoder!r}")
         if self.encoder == "imagenet" and not self.imagenet_weights:

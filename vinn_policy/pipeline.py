@@ -29,19 +29,19 @@ def ensure_demos(task: str, episodes: int, data_dir: str | Path = "data", noise:
     """The first `episodes` demos of data/<task>[_<camera>]_<image_size>px.hdf5 (camera named when not the
     task's own), collecting (or appending) what is missing."""
     from vinn_policy.demos.collect import CollectArgs, collect
-    from vinn_policy.envs import task_spec
+    from vinn_policy.envs import resolve_camera, task_spec
 
-    default = task_spec(task).camera
-    camera = None if camera == default else camera
-    path = Path(data_dir) / f"{task}{'_' + camera if camera else ''}_{image_size}px.hdf5"
+    camera = resolve_camera(task, camera)
+    name = task if camera == task_spec(task).camera else f"{task}_{camera}"
+    path = Path(data_dir) / f"{name}_{image_size}px.hdf5"
     have = 0
     if path.exists():
         try:
             summary = validate_file(path)
             if summary["env_args"].get("action_noise") != noise:
                 raise DemoFileError(f"{path} was collected with noise {summary['env_args'].get('action_noise')}, not {noise}")
-            if summary["image_key"] != f"{camera or default}_image":
-                raise DemoFileError(f"{path} holds {summary['image_key']} frames, not {camera or default}_image")
+            if summary["image_key"] != f"{camera}_image":
+                raise DemoFileError(f"{path} holds {summary['image_key']} frames, not {camera}_image")
             have = summary["demos"]
         except DemoFileError as e:
             raise DemoFileError(f"Cached demonstrations are unusable ({e}); delete {path} to collect afresh.") from e

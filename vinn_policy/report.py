@@ -20,12 +20,12 @@ NAMES = {"vinn": "VINN", "vinn_random": "kNN, untrained encoder", "bc": "BC end-
          "vinn_dominant": "VINN, dominant mode", "vinn_consistent": "VINN, consistent mode"}
 
 
-
 def camera_of(results: dict) -> str:
     """The camera a run's policies saw (runs from before --camera existed used the task's own)."""
-    from vinn_policy.envs import task_spec
+    from vinn_policy.envs import resolve_camera
 
-    return results["args"].get("camera") or task_spec(results["args"]["task"]).camera
+    return resolve_camera(results["args"]["task"], results["args"].get("camera"))
+
 
 def _pct(x: float) -> str:
     return f"{100 * x:.0f}%"
