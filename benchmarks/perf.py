@@ -260,11 +260,11 @@ def main(args: Args) -> dict:
            f"## Closed-loop evaluation throughput (door, VINN with an untrained encoder, {args.eval_episodes} episodes x "
            f"{args.eval_horizon} steps, process start included)\n",
            markdown_table(["workers", "env steps/s", "seconds"],
-                          [[{(1, False): "1 (in this process, all threads: `--workers 1`)", (1, True): "1 (own single-threaded process)"}
+                          [[{(1, False): "1 (in this process: `--workers 1`; torch on 1 thread as in workers, rendering on all)", (1, True): "1 (own single-threaded process)"}
                             .get((r["workers"], r["isolated"]), str(r["workers"])), r["steps_per_s"], r["seconds"]] for r in evaluation]),
            f"2 workers / `--workers 1`: **{data['evaluation_speedup_2_workers']:.2f}x**; 2 workers / 1 single-threaded worker: "
-           f"**{data['evaluation_speedup_2_workers_vs_1_isolated']:.2f}x**. With one worker, rendering (llvmpipe) and torch "
-           "already spread over both cores, so a second process gains less than 2x.\n"]
+           f"**{data['evaluation_speedup_2_workers_vs_1_isolated']:.2f}x**. With one worker in this process, rendering (llvmpipe) "
+           "already spreads over both cores, so a second process gains less than 2x.\n"]
     json_path, md_path = write_results(args.out, args.name, data, "\n".join(md))
     print("\n".join(md))
     print(f"wrote {json_path} and {md_path}")

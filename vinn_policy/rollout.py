@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
+import torch
 from numpy.typing import NDArray
 
 from vinn_policy.video import stack_frames
@@ -72,9 +73,15 @@ def run_episode(
     blind = not getattr(policy, "uses_images", True) and not record and hasattr(env.unwrapped, "set_camera_obs")
     if blind:  # the policy never looks: skip rendering its camera
         env.unwrapped.set_camera_obs(False)
+    # One torch thread, as in every worker: a CPU convolution's sums depend on the thread count, and a
+    # last-bit difference in one action can change a closed-loop episode (a video or --replay would then
+    # not reproduce the evaluation).
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
     try:
         return _run_episode(env, policy, seed, action_noise, record, render, annotate, trace)
     finally:
+        torch.set_num_threads(threads)
         if blind:
             env.unwrapped.set_camera_obs(True)
 
@@ -133,13 +140,9 @@ def _init_worker(make_env: Callable[[], Any], episode_kwargs: dict) -> None:
     # Two processes saturate two cores only if neither spawns its own thread pool.
     os.environ["LP_NUM_THREADS"] = "1"
     os.environ["OMP_NUM_THREADS"] = "1"
-    try:
-        import torch
-        import torchvision  # noqa: F401  before the GL context: its triton import (own LLVM) segfaults once Mesa's llvmpipe is loaded
+    import torchvision  # noqa: F401  before the GL context: its triton import (own LLVM) segfaults once Mesa's llvmpipe is loaded
 
-        torch.set_num_threads(1)
-    except ImportError:
-        pass
+    torch.set_num_threads(1)
     _worker.update(env=make_env(), policies={}, kwargs=episode_kwargs)
 
 
