@@ -20,7 +20,7 @@ import tyro
 from tqdm.auto import tqdm
 from vinn_policy.demos.dataset import load_demos, validate_file, write_demos
 from vinn_policy.demos.experts import make_expert
-from vinn_policy.envs import env_id, make_env, resolve_camera, task_spec
+from vinn_policy.envs import env_id, make_env, resolve_camera
 
 from vinn_policy.rollout import Episode, rollouts
 
@@ -63,14 +63,13 @@ def collect(args: CollectArgs, progress: bool = True) -> CollectReport:
     """Run the expert on consecutive seeds until `args.episodes` successes; write them to the file."""
     if args.episodes < 1:
         raise ValueError(f"episodes must be >= 1; got {args.episodes}.")
-    default_camera = task_spec(args.task).camera
     camera = resolve_camera(args.task, args.camera)
     image_key = f"{camera}_image"  # robomimic's name for the camera's images
     path = Path(args.out or f"data/{args.task}.hdf5")
     env_args = {
         "env_name": env_id(args.task),
         "type": "vinn_policy",
-        "env_kwargs": {"image_size": args.image_size, **({"camera": camera} if camera != default_camera else {})},
+        "env_kwargs": {"image_size": args.image_size, "camera": camera},  # explicit: a file outlives the task's default
         "image_key": image_key,
         "action_noise": args.noise,
     }

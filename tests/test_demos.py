@@ -142,6 +142,7 @@ def test_collect_command_writes_a_valid_file_and_appends(tmp_path):
     assert report.kept == 2 and report.total_demos == 2
     demos = load_demos(report.path)
     assert demos.image_key == "robot0_eye_in_hand_image" and demos.frames.shape[1:] == (48, 48, 3)
+    assert validate_file(report.path)["env_args"]["env_kwargs"] == {"image_size": 48, "camera": "robot0_eye_in_hand"}
     assert demos.seeds == [0, 1]
     with pytest.raises(FileExistsError):
         collect(args, progress=False)
