@@ -68,7 +68,7 @@ class BenchmarkArgs:
     horizon: int | None = None
     """Episode step limit (default: the task's)."""
     byol_epochs: int = 4
-    """CPU default sized so a cold run fits ~20 min on 2 cores (BYOL is ~1.6 s per batch of 64 at 84 px)."""
+    """CPU default for 50 demos (run_push.py: 2 over 100 demos); BYOL is ~1.6 s per batch of 64 at 84 px on 2 cores."""
     bc_epochs: int = 6
     """Most BC end-to-end epochs (early stopping on the validation demos may end it sooner)."""
     videos: int = 2
