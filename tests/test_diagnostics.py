@@ -101,3 +101,24 @@ def test_diagnostics_command_writes_a_report(tmp_path, tiny_encoder):
     assert "| unimodality |" in (tmp_path / "report" / "diagnostics.md").read_text()
     with pytest.raises(Exception, match="neither an encoder nor a VINN policy"):
         run(DiagnoseArgs(demos=str(demos), encoder=str(demos), out=str(tmp_path / "x")))
+
+
+def test_coverage_rollouts_see_through_the_demonstrations_camera(tmp_path, tiny_encoder, monkeypatch):
+    import vinn_policy.envs
+
+    episodes = [fake_episode(s, steps=8) for s in range(4)]
+    for episode in episodes:
+        episode.obs["agentview_image"] = episode.obs.pop("sideview_image")  # door's default camera is sideview
+    demos = tmp_path / "agentview.hdf5"
+    write_demos(demos, episodes, {**ENV_ARGS, "env_kwargs": {"image_size": 16, "camera": "agentview"}, "image_key": "agentview_image"})
+    tiny_encoder.save(tmp_path / "encoder")
+    made = {}
+
+    def record(task, **kwargs):
+        made.update(kwargs, task=task)
+        raise RuntimeError("env made")
+
+    monkeypatch.setattr(vinn_policy.envs, "make_env", record)
+    with pytest.raises(RuntimeError, match="env made"):
+        run(DiagnoseArgs(demos=str(demos), encoder=str(tmp_path / "encoder"), k=3, rollouts=1, workers=1, out=str(tmp_path / "r")))
+    assert made["task"] == "door" and made["camera"] == "agentview" and made["image_size"] == 16

@@ -259,7 +259,8 @@ def run(args: DiagnoseArgs) -> dict[str, Any]:
                              "coverage rollouts need --rollouts 0.")
         with tempfile.TemporaryDirectory() as tmp:
             path = policy.save(Path(tmp) / "vinn")
-            make = functools.partial(make_env, task, image_size=data.frames.shape[1], render_mode=None)
+            make = functools.partial(make_env, task, image_size=data.frames.shape[1], render_mode=None,
+                                     camera=data.image_key.removesuffix("_image"))  # the demos' camera, not the task's default
             rows = evaluate_methods(make, {"vinn": path}, [EVAL_SEED_BASE + i for i in range(args.rollouts)], args.workers)
         rollout_nn = np.concatenate([r["nn_distance"] for r in rows])
         print(f"rollouts: {sum(r['success'] for r in rows)}/{len(rows)} succeeded")
