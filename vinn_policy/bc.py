@@ -195,19 +195,22 @@ class BCPolicy:
 
     @classmethod
     def fit_end_to_end(cls, frames: NDArray[np.uint8], actions: NDArray, episode_ids: NDArray, config: BCConfig | None = None,
-                       encoder: Encoder | None = None, val_episodes: object = None, progress: bool = True) -> BCPolicy:
+                       encoder: Encoder | None = None, val_episodes: object = None, progress: bool = True,
+                       device: str | None = None) -> BCPolicy:
         """Train trunk and head together on (image, action) pairs, with BYOL's augmentations.
 
         Early stopping uses `val_episodes` (episode ids) if given, else `config.val_fraction` of the episodes.
-        `encoder` initialises the trunk (e.g. ImageNet weights); default random init.
+        `encoder` initialises the trunk (e.g. ImageNet weights); default random init. `device`: where to
+        train (default cuda when available; images are kept and augmented there); the policy returns on the CPU.
         """
         config = config or BCConfig()
         frames, actions, episode_ids = _check_data(frames, actions, episode_ids)
         torch.manual_seed(config.seed)
         encoder = copy.deepcopy(encoder) if encoder is not None else Encoder(config.encoder)
         head = cls._new_head(encoder, actions, config)
-        images = resize_uint8(frames, encoder.config.image_size)  # (N, 3, S, S) uint8
-        targets = torch.from_numpy(actions)
+        device = distributed.device(device)
+        images = resize_uint8(frames, encoder.config.image_size).to(device)  # (N, 3, S, S) uint8
+        targets = torch.from_numpy(actions).to(device)
         aug = augmentation(BYOLConfig(encoder=encoder.config))
         cfg = encoder.config
 
@@ -216,27 +219,29 @@ class BCPolicy:
             return normalize(x, cfg.mean, cfg.std).contiguous(memory_format=torch.channels_last)
 
         train_rows, val_rows = _rows(episode_ids, val_episodes, config)
-        encoder.trunk.to(memory_format=torch.channels_last)  # faster training convolutions (as in BYOL)
-        report = _train(nn.Sequential(encoder.trunk, head), inputs, targets, head.loss, train_rows, val_rows, config,
-                        "BC end-to-end", progress)
-        encoder.trunk.to(memory_format=torch.contiguous_format)  # the fast layout for single-image inference
+        model = nn.Sequential(encoder.trunk, head).to(device, memory_format=torch.channels_last)  # faster training convolutions
+        report = _train(model, inputs, targets, head.loss, train_rows, val_rows, config, "BC end-to-end", progress)
+        model.to("cpu", memory_format=torch.contiguous_format)  # the fast layout for single-image inference
         encoder.origin = "bc"
         return cls(encoder, head, config, frozen=False, report=report)
 
     @classmethod
     def fit_on_features(cls, frames: NDArray[np.uint8], actions: NDArray, episode_ids: NDArray, encoder: Encoder,
-                        config: BCConfig | None = None, val_episodes: object = None, progress: bool = True) -> BCPolicy:
-        """BC-rep: embed frames once with a frozen encoder, train only the head."""
+                        config: BCConfig | None = None, val_episodes: object = None, progress: bool = True,
+                        device: str | None = None) -> BCPolicy:
+        """BC-rep: embed frames once with a frozen encoder (on its device), train only the head (on `device`,
+        default cuda when available; it returns on the CPU)."""
         config = config or BCConfig()
         frames, actions, episode_ids = _check_data(frames, actions, episode_ids)
         torch.manual_seed(config.seed)
-        features = torch.from_numpy(encoder.embed(frames))  # (N, D)
-        head = cls._new_head(encoder, actions, config)
-        targets = torch.from_numpy(actions)
+        device = distributed.device(device)
+        features = torch.from_numpy(encoder.embed(frames)).to(device)  # (N, D)
+        head = cls._new_head(encoder, actions, config).to(device)
+        targets = torch.from_numpy(actions).to(device)
 
         train_rows, val_rows = _rows(episode_ids, val_episodes, config)
         report = _train(head, lambda rows, train: features[rows], targets, head.loss, train_rows, val_rows, config, "BC-rep", progress)
-        return cls(encoder, head, config, frozen=True, report=report)
+        return cls(encoder, head.to("cpu"), config, frozen=True, report=report)
 
     def reset(self, seed: int | None = None) -> None:
         """BC is memoryless and deterministic."""

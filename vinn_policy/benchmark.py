@@ -62,7 +62,8 @@ class BenchmarkArgs:
     """Policies and videos (default runs/<task>)."""
     data_dir: str = "data"
     cache_dir: str = "runs/cache"
-    image_size: int = 84
+    image_size: int | None = None
+    """Rendered camera images, square (default 84; 224 with --paper, the paper's encoder input)."""
     camera: str | None = None
     """Camera of the policy's images (default: the task's; robot0_eye_in_hand is the wrist camera)."""
     horizon: int | None = None
@@ -100,6 +101,8 @@ class BenchmarkArgs:
             raise ValueError(f"--encoder must be byol, random or imagenet; got {self.encoder!r}")
         if self.encoder == "imagenet" and not self.imagenet_weights:
             raise ValueError("--encoder imagenet needs --imagenet-weights PATH (a local torchvision ResNet file).")
+        if self.image_size is None:
+            self.image_size = 224 if self.paper else 84
         if self.smoke:
             self.demos, self.episodes, self.image_size, self.byol_epochs, self.bc_epochs = 4, 4, 32, 1, 1
             self.horizon = self.horizon or 40
@@ -184,6 +187,8 @@ def train_policies(args: BenchmarkArgs, data: Demos, n_train: int, encoder: Enco
         info["train_seconds"][name] = round(time.perf_counter() - t, 1)
         info["paths"][name] = str(policy.save(policy_dir / name))
 
+    if torch.cuda.is_available():  # embed the demos there (artefacts are saved as CPU tensors; rollouts run on the CPU)
+        encoder = encoder.to("cuda")
     if {"vinn", "vinn_random", *OPTIONAL_METHODS} & set(args.methods):
         embeddings = encoder.embed(data.frames)
         chosen, curve = _choose_k(embeddings, data, train_rows, val_rows)
@@ -200,7 +205,7 @@ def train_policies(args: BenchmarkArgs, data: Demos, n_train: int, encoder: Enco
             timed(name, functools.partial(vinn, encoder, name.removeprefix("vinn_")))
     if "vinn_random" in args.methods:
         torch.manual_seed(args.seed)
-        untrained = Encoder(encoder.config)
+        untrained = Encoder(encoder.config).to(encoder.device)
         timed("vinn_random", lambda: vinn(untrained))
     bc_data = (data.frames[rows], data.actions[rows], data.episode_ids[rows])
     if "bc" in args.methods:  # cached like BYOL: a rerun on the same data and settings reuses the trained policy

@@ -210,7 +210,7 @@ class Encoder:
         return np.concatenate(out).astype(np.float32, copy=False)  # (B, D)
 
     def state_tensors(self, prefix: str = "encoder.") -> dict[str, torch.Tensor]:
-        return {prefix + k: v for k, v in self.trunk.state_dict().items()}
+        return {prefix + k: v.cpu() for k, v in self.trunk.state_dict().items()}  # saved from any device
 
     def meta(self) -> dict:
         return {"encoder": asdict(self.config), "encoder_origin": self.origin}
