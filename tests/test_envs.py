@@ -143,3 +143,29 @@ def test_a_policy_that_never_looks_gets_the_same_episode_without_rendering():
         assert not env.reset(seed=5)[0]["image"].any()
     finally:
         env.close()
+
+
+@pytest.mark.parametrize("task", ["push", "stack"])
+def test_the_wrist_camera_sees_the_same_pixels_without_the_arm_and_videos_still_show_it(task):
+    from vinn_policy.envs.robosuite_env import HIDDEN_GROUP
+
+    env = make_env(task, image_size=84)  # the wrist camera, the arm's geoms hidden
+    rs, expert = env.unwrapped._rs, make_expert(task)
+    groups = rs.sim._render_context_offscreen.vopt.geomgroup
+    try:
+        obs, _ = env.reset(seed=2)
+        expert.reset(seed=2)
+        for t in range(45):  # approach, descent and contact
+            obs, *_ = env.step(expert.act(obs))
+            if t % 15 == 14:  # the same state rendered without and with the arm
+                without = rs._get_observations(force_update=True)["robot0_eye_in_hand_image"]
+                groups[HIDDEN_GROUP] = 1
+                with_arm = rs._get_observations(force_update=True)["robot0_eye_in_hand_image"]
+                groups[HIDDEN_GROUP] = 0
+                np.testing.assert_array_equal(without, with_arm)
+        video = env.render()
+        without_arm = rs.sim.render(camera_name=env.unwrapped.task.render_camera, width=256, height=256)[::-1]
+        assert np.abs(video.astype(int) - without_arm.astype(int)).any(-1).mean() > 0.02  # the arm is in the video
+        assert not groups[HIDDEN_GROUP]
+    finally:
+        env.close()

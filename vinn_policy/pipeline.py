@@ -24,16 +24,24 @@ from vinn_policy.demos.dataset import DemoFileError, Demos, load_demos, validate
 from vinn_policy.encoder import Encoder
 
 
+def demo_path(task: str, data_dir: str | Path = "data", image_size: int = 84, camera: str | None = None) -> Path:
+    """data/<task>[_<camera>]_<image_size>px.hdf5, the camera named when it is not the task's own."""
+    from vinn_policy.envs import resolve_camera, task_spec
+
+    camera = resolve_camera(task, camera)
+    name = task if camera == task_spec(task).camera else f"{task}_{camera}"
+    return Path(data_dir) / f"{name}_{image_size}px.hdf5"
+
+
 def ensure_demos(task: str, episodes: int, data_dir: str | Path = "data", noise: float = 0.1, image_size: int = 84,
                  workers: int = 2, progress: bool = True, camera: str | None = None) -> Demos:
     """The first `episodes` demos of data/<task>[_<camera>]_<image_size>px.hdf5 (camera named when not the
     task's own), collecting (or appending) what is missing."""
     from vinn_policy.demos.collect import CollectArgs, collect
-    from vinn_policy.envs import resolve_camera, task_spec
+    from vinn_policy.envs import resolve_camera
 
     camera = resolve_camera(task, camera)
-    name = task if camera == task_spec(task).camera else f"{task}_{camera}"
-    path = Path(data_dir) / f"{name}_{image_size}px.hdf5"
+    path = demo_path(task, data_dir, image_size, camera)
     have = 0
     if path.exists():
         try:

@@ -1,0 +1,96 @@
+"""Why VINN fails stack: do the nearest demonstration frames put cube A where it really is?
+
+    python benchmarks/stack_analysis.py        # ~1 min with the benchmark's cached encoder
+
+For the approach frames (the first 12 steps) of the validation demonstrations, the k nearest training frames
+are found with each representation; then, from the privileged state recorded in the demo file, how far
+each neighbour's cube A (and cube B) offset from the gripper is from the query's, and how far their mean
+action is from the expert's. The oracles search by the true offsets: what nearest neighbours over these
+50 demonstrations could do at best. Writes benchmarks/results/stack/analysis.{json,md}.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import h5py
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from vinn_policy.benchmark import BenchmarkArgs, build_encoder
+from vinn_policy.encoder import Encoder
+from vinn_policy.pipeline import demo_path, ensure_demos
+from vinn_policy.results import environment, markdown_table, write_results
+
+
+@dataclass
+class Args:
+    demos: int = 50
+    """Training demos (the database); the next 20% (at least 2) are the queries, as in run_stack.py."""
+    k: int = 10
+    approach_steps: int = 12
+    data_dir: str = "data"
+    cache_dir: str = "runs/cache"
+    out: str = "benchmarks/results/stack"
+    name: str = "analysis"
+    smoke: bool = False
+    """Seconds: run_stack.py's smoke sizes (4 demos at 32 px, 1 BYOL epoch)."""
+
+
+def privileged(path: str, keys: tuple[str, ...], episodes: int) -> dict[str, np.ndarray]:
+    with h5py.File(path, "r") as f:
+        names = sorted(f["data"].keys(), key=lambda s: int(s.split("_")[1]))[:episodes]
+        return {key: np.concatenate([f["data"][n]["obs"][key][()] for n in names]) for key in keys}
+
+
+def main(args: Args) -> dict:
+    bench = BenchmarkArgs(task="stack", demos=args.demos, cache_dir=args.cache_dir, data_dir=args.data_dir, smoke=args.smoke)
+    n_train = bench.demos
+    data = ensure_demos("stack", n_train + bench.val_demos, args.data_dir, image_size=bench.image_size)
+    path = demo_path("stack", args.data_dir, bench.image_size)
+    state = privileged(path, ("robot0_eef_pos", "cubeA_pos", "cubeB_pos"), data.num_episodes)
+    offset_a = (state["cubeA_pos"] - state["robot0_eef_pos"])[:, :2]  # (N, 2) m
+    offset_b = (state["cubeB_pos"] - state["robot0_eef_pos"])[:, :2]
+    train = np.flatnonzero(data.episode_ids < n_train)
+    queries = np.flatnonzero((data.episode_ids >= n_train) & (data.frame_indices < args.approach_steps))
+
+    byol, info = build_encoder(bench, data.frames[train])  # the benchmark's encoder (cached when it has run)
+    torch.manual_seed(0)
+    pixels = torch.from_numpy(data.frames).permute(0, 3, 1, 2).float() / 255
+    representations = {
+        "BYOL (VINN)": byol.embed(data.frames),
+        "untrained encoder": Encoder(bench.encoder_config()).embed(data.frames),
+        "raw pixels, 21x21": F.interpolate(pixels, size=(21, 21), mode="area").flatten(1).numpy(),
+        "oracle: cube A offset": offset_a,
+        "oracle: both cube offsets": np.concatenate([offset_a, offset_b], 1),
+    }
+    rows = {}
+    for name, features in representations.items():
+        d = torch.cdist(torch.from_numpy(np.asarray(features[queries], np.float32)),
+                        torch.from_numpy(np.asarray(features[train], np.float32)))
+        nn = train[d.topk(args.k, largest=False).indices.numpy()]  # (Q, k) rows
+        rows[name] = {
+            "cube_a_error_cm": float(100 * np.linalg.norm(offset_a[nn] - offset_a[queries, None], axis=-1).mean()),
+            "cube_b_error_cm": float(100 * np.linalg.norm(offset_b[nn] - offset_b[queries, None], axis=-1).mean()),
+            "action_error": float(np.linalg.norm(data.actions[nn][..., :3].mean(1) - data.actions[queries, :3], axis=-1).mean()),
+        }
+    spread = float(100 * np.linalg.norm(offset_a[queries] - offset_a[queries].mean(0), axis=1).mean())
+    result = {"args": asdict(args), "environment": environment(), "encoder": info.get("path"), "queries": len(queries),
+              "cube_a_spread_cm": spread, "representations": rows}
+    md = (f"# Stack: where the neighbours put cube A\n\n{len(queries)} approach frames (first {args.approach_steps} steps) of "
+          f"{bench.val_demos} validation demos, k = {args.k} nearest among {len(train)} frames of {n_train} training demos. "
+          f"Offsets are the cubes' horizontal positions relative to the gripper; the queries' own cube A offsets "
+          f"spread {spread:.1f} cm around their mean, so an error near that means the neighbours ignore where A is.\n\n" +
+          markdown_table(["nearest neighbours by", "cube A offset error (cm)", "cube B offset error (cm)", "mean-action error"],
+                         [[n, f"{r['cube_a_error_cm']:.1f}", f"{r['cube_b_error_cm']:.1f}", f"{r['action_error']:.3f}"]
+                          for n, r in rows.items()]))
+    write_results(args.out, args.name, result, md)
+    print(md)
+    return result
+
+
+if __name__ == "__main__":
+    import tyro
+
+    main(tyro.cli(Args))
