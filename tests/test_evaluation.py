@@ -2,9 +2,11 @@
 
 import json
 
+import imageio.v3 as iio
 import pytest
 
 from vinn_policy.evaluation import failure_auroc, paired_comparison, summarize, wilson_interval
+from vinn_policy.video import TILE
 
 from .test_benchmarks import load_script
 
@@ -62,8 +64,11 @@ def test_run_task_smoke_end_to_end_and_replay(tmp_path, task):
     report = (tmp_path / task / "report.md").read_text()
     assert "Wilson 95%" in report and "McNemar" in report
     assert (tmp_path / task / "success.png").stat().st_size > 1000
-    video = results["videos"][0]
-    assert video["reproduces_evaluation"] and (tmp_path / "run" / "videos").exists()
+    assert len(results["videos"]) == 6 and all(v["reproduces_evaluation"] for v in results["videos"])
+    for video in results["videos"]:  # every step's scene plus the last; VINN's with its neighbour strip beneath
+        frames = iio.imread(video["file"])
+        assert len(frames) == video["steps"] + 1
+        assert frames.shape[1] == (256 + TILE + 14 if video["method"].startswith("vinn") else 256)
 
     if sweeps:
         demos = saved["sweeps"]["demos"]

@@ -30,8 +30,8 @@ from vinn_policy.offline import OfflineConfig, gripper_accuracy, knn_curve, pred
 from vinn_policy.pipeline import cached_bc, cached_byol, ensure_demos
 from vinn_policy.policy import VINNPolicy
 from vinn_policy.results import environment, time_calls
-from vinn_policy.rollout import run_episode
-from vinn_policy.video import neighbour_annotator, write_mp4
+from vinn_policy.rollout import run_episode, run_jobs
+from vinn_policy.video import NeighbourStrip, write_mp4
 
 METHODS = ("vinn", "vinn_random", "bc", "bc_rep", "open_loop", "random")
 OPTIONAL_METHODS = ("vinn_dominant", "vinn_consistent")  # VINN with mode selection (VINNConfig.mode_selection)
@@ -242,27 +242,20 @@ def act_latency(paths: dict[str, str], image: np.ndarray) -> dict[str, float]:
 
 
 def record_videos(args: BenchmarkArgs, paths: dict[str, str], data: Demos, rows_by_key: dict, video_dir: Path) -> list[dict]:
-    """Re-run the first `videos` seeds of each method with rendering; check they reproduce the evaluation."""
+    """Re-run the first `videos` seeds of each method with rendering, in `workers` processes; check they
+    reproduce the evaluation. VINN's frames carry a strip of its nearest demonstration frames."""
     from vinn_policy.envs import make_env
 
-    env = make_env(args.task, image_size=args.image_size, camera=args.camera, render_size=256, horizon=args.horizon)
+    make = functools.partial(make_env, args.task, image_size=args.image_size, camera=args.camera, render_size=256, horizon=args.horizon)
+    jobs = [(name, functools.partial(load_policy, path), seed) for name, path in paths.items() for seed in args.eval_seeds()[: args.videos]]
+    annotate = NeighbourStrip(data.frames[data.episode_ids < args.demos])  # the VINN databases' frames, in row order
     written = []
-    try:
-        for name, path in paths.items():
-            policy = load_policy(path)
-            annotate = None
-            if name in ("vinn", "vinn_random"):
-                train_rows = np.flatnonzero(data.episode_ids < len(np.unique(policy.database.episode_ids)))
-                annotate = neighbour_annotator(data.frames[train_rows])
-            for seed in args.eval_seeds()[: args.videos]:
-                episode = run_episode(env, policy, seed, render=True, annotate=annotate)
-                file = write_mp4(video_dir / f"{name}_seed{seed}.mp4", episode.frames)
-                ref = rows_by_key.get((name, seed))
-                reproduced = ref is None or (ref["success"] == episode.success and ref["steps"] == episode.steps)
-                written.append({"method": name, "seed": seed, "file": str(file), "success": episode.success,
-                                "steps": episode.steps, "reproduces_evaluation": reproduced})
-    finally:
-        env.close()
+    for (name, _, seed), episode in zip(jobs, run_jobs(make, jobs, args.workers, render=True, annotate=annotate), strict=True):
+        file = write_mp4(video_dir / f"{name}_seed{seed}.mp4", episode.frames)
+        ref = rows_by_key.get((name, seed))
+        reproduced = ref is None or (ref["success"] == episode.success and ref["steps"] == episode.steps)
+        written.append({"method": name, "seed": seed, "file": str(file), "success": episode.success,
+                        "steps": episode.steps, "reproduces_evaluation": reproduced})
     return written
 
 

@@ -93,11 +93,13 @@ def _run_episode(env, policy, seed, action_noise, record, render, annotate, trac
     policy.reset(seed=seed)  # stochastic policies derive their episode randomness from the seed
     rows: dict[str, list] = {"actions": [], "executed": [], "rewards": [], "dones": [], "states": []}
     obs_rows: dict[str, list] = {k: [] for k in obs} if record else {}
-    frames = [] if not render else [env.render()] if annotate is None else []
+    frames, strip = [], None
     steps, first_success, done, traced = 0, None, False, []
     while not done:
         action = np.asarray(policy.act(obs), dtype=np.float32)
-        strip = annotate(obs, policy) if render and annotate is not None else None
+        if render:  # the scene the policy saw, above what it made of it (e.g. VINN's neighbours)
+            strip = annotate(obs, policy) if annotate is not None else None
+            frames.append(env.render() if strip is None else stack_frames(env.render(), strip))
         step_trace = trace(policy) if trace is not None else None
         if step_trace is not None:
             traced.append(step_trace)
@@ -118,8 +120,8 @@ def _run_episode(env, policy, seed, action_noise, record, render, annotate, trac
             rows["executed"].append(executed)
             rows["rewards"].append(reward)
             rows["dones"].append(done)
-        if render:
-            frames.append(env.render() if strip is None else stack_frames(env.render(), strip))
+    if render:  # the final scene, with a blank strip
+        frames.append(env.render() if strip is None else stack_frames(env.render(), np.zeros_like(strip)))
     episode = Episode(seed, bool(info["is_success"]), steps, time.perf_counter() - start, first_success, frames=frames, trace=traced)
     if record:
         episode.actions = np.asarray(rows["actions"], np.float32)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import imageio.v2 as imageio
@@ -36,22 +36,28 @@ def _tile(image: NDArray[np.uint8], label: str) -> NDArray[np.uint8]:
     return np.asarray(canvas)
 
 
-def neighbour_annotator(demo_frames: NDArray[np.uint8], image_key: str = "image", max_neighbours: int = 5) -> Callable:
+@dataclass
+class NeighbourStrip:
     """A rollout annotator for VINNPolicy: [query | nearest demo frames with weight, episode, frame index].
 
-    demo_frames are the database's frames in database row order.
+    demo_frames are the database's frames in database row order. Other policies get no strip (None).
+    A class rather than a closure, so that rollout worker processes can receive it.
     """
 
-    def annotate(obs: dict, policy: object) -> NDArray[np.uint8]:
-        nb = policy.last_neighbours
-        tiles = [_tile(obs[image_key], "query")]
-        for i in range(min(max_neighbours, nb.indices.shape[1])):
+    demo_frames: NDArray[np.uint8]
+    image_key: str = "image"
+    max_neighbours: int = 5
+
+    def __call__(self, obs: dict, policy: object) -> NDArray[np.uint8] | None:
+        nb = getattr(policy, "last_neighbours", None)
+        if nb is None:
+            return None
+        tiles = [_tile(obs[self.image_key], "query")]
+        for i in range(min(self.max_neighbours, nb.indices.shape[1])):
             row = int(nb.indices[0, i])
             ep, t = policy.database.episode_ids[row], policy.database.frame_indices[row]
-            tiles.append(_tile(demo_frames[row], f"w{nb.weights[0, i]:.2f} e{ep} t{t}"))
+            tiles.append(_tile(self.demo_frames[row], f"w{nb.weights[0, i]:.2f} e{ep} t{t}"))
         return np.concatenate(tiles, axis=1)
-
-    return annotate
 
 
 def stack_frames(top: NDArray[np.uint8], bottom: NDArray[np.uint8]) -> NDArray[np.uint8]:
