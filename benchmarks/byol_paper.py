@@ -83,11 +83,12 @@ def main(args: Args) -> dict:
                          [[f"{seconds:.0f}", f"{images / seconds:.0f}", f"{losses[0]:.3f} / {losses[-1]:.3f}", f"{vinn['mse']:.4f}",
                            vinn["k"], f"{vinn['gripper_accuracy']:.0%}"]]))
     if args.bc:
-        md += (f"\n\nOffline, the same test episodes (BC: {bc.encoder.arch} at {bc.encoder.image_size} px, batch {bc.batch_size}, at most {bc.epochs} epochs, "
-               f"patience {bc.patience}):\n\n" +
+        md += (f"\n\nOffline, the same test episodes (BC end-to-end and BC-rep: {bc.encoder.arch} at {bc.encoder.image_size} px, "
+               f"batch {bc.batch_size} for both (the paper's BC-rep used 256), at most {bc.epochs} epochs, patience {bc.patience}):\n\n" +
                markdown_table(["method", "translation MSE (test)", "gripper acc", "train (s)", "best epoch"],
-                              [[name, f"{m['mse']:.4f}", f"{m['gripper_accuracy']:.0%}", f"{m.get('train_seconds', 0):.0f}",
-                                m.get("best_epoch", "")] for name, m in offline["methods"].items()]))
+                              [[name, f"{m['mse']:.4f}", f"{m['gripper_accuracy']:.0%}",
+                                f"{m['train_seconds']:.0f}" if "train_seconds" in m else "–", m.get("best_epoch", "–")]
+                               for name, m in offline["methods"].items()]))
     write_results(args.out, args.name, data, md)
     print(md)
     return data

@@ -49,7 +49,7 @@ class Args:
 def main(args: Args) -> dict:
     start = time.perf_counter()
     bench = {t: BenchmarkArgs(task=t, demos=args.demos, episodes=args.episodes) for t in args.tasks}
-    data = {t: ensure_demos(t, a.demos + a.val_demos, a.data_dir, image_size=a.image_size) for t, a in bench.items()}
+    data = {t: ensure_demos(t, a.demos + a.val_demos, a.data_dir, image_size=a.image_px) for t, a in bench.items()}
     # Episode ids made unique across tasks: task i's episode e becomes 1000 * i + e.
     offset = {t: 1000 * i for i, t in enumerate(args.tasks)}
     train = {t: d.episode_ids < args.demos for t, d in data.items()}
@@ -75,7 +75,7 @@ def main(args: Args) -> dict:
         pooled = VINNPolicy.fit(frames, actions, episodes, encoder=encoder, k=k, gripper_index=GRIPPER)
         pooled.calibrate()
         path = pooled.save(Path(args.run_dir) / f"vinn_pooled_for_{t}")
-        make = functools.partial(make_env, t, image_size=a.image_size, render_mode=None, horizon=a.horizon)
+        make = functools.partial(make_env, t, image_size=a.image_px, render_mode=None, horizon=a.horizon)
         rows = evaluate_methods(make, {"vinn": per_task, "vinn_pooled": path}, a.eval_seeds(), args.workers, provenance=True)
         wrong = []  # per pooled step: fraction of neighbour weight on other tasks' frames
         for r in rows:

@@ -47,8 +47,8 @@ def privileged(path: str, keys: tuple[str, ...], episodes: int) -> dict[str, np.
 def main(args: Args) -> dict:
     bench = BenchmarkArgs(task="stack", demos=args.demos, cache_dir=args.cache_dir, data_dir=args.data_dir, smoke=args.smoke)
     n_train = bench.demos
-    data = ensure_demos("stack", n_train + bench.val_demos, args.data_dir, image_size=bench.image_size)
-    path = demo_path("stack", args.data_dir, bench.image_size)
+    data = ensure_demos("stack", n_train + bench.val_demos, args.data_dir, image_size=bench.image_px)
+    path = demo_path("stack", args.data_dir, bench.image_px)
     state = privileged(path, ("robot0_eef_pos", "cubeA_pos", "cubeB_pos"), data.num_episodes)
     offset_a = (state["cubeA_pos"] - state["robot0_eef_pos"])[:, :2]  # (N, 2) m
     offset_b = (state["cubeB_pos"] - state["robot0_eef_pos"])[:, :2]
@@ -59,17 +59,20 @@ def main(args: Args) -> dict:
     torch.manual_seed(0)
     pixels = torch.from_numpy(data.frames).permute(0, 3, 1, 2).float() / 255
     representations = {
-        "BYOL (VINN)": byol.embed(data.frames),
+        "BYOL (VINN's encoder)": byol.embed(data.frames),
         "untrained encoder": Encoder(bench.encoder_config()).embed(data.frames),
         "raw pixels, 21x21": F.interpolate(pixels, size=(21, 21), mode="area").flatten(1).numpy(),
         "oracle: cube A offset": offset_a,
         "oracle: both cube offsets": np.concatenate([offset_a, offset_b], 1),
     }
-    rows = {}
+    neighbours = {}
     for name, features in representations.items():
         d = torch.cdist(torch.from_numpy(np.asarray(features[queries], np.float32)),
                         torch.from_numpy(np.asarray(features[train], np.float32)))
-        nn = train[d.topk(args.k, largest=False).indices.numpy()]  # (Q, k) rows
+        neighbours[name] = train[d.topk(args.k, largest=False).indices.numpy()]  # (Q, k) rows
+    neighbours["random training frames (chance)"] = np.random.default_rng(0).choice(train, (len(queries), args.k))
+    rows = {}
+    for name, nn in neighbours.items():
         rows[name] = {
             "cube_a_error_cm": float(100 * np.linalg.norm(offset_a[nn] - offset_a[queries, None], axis=-1).mean()),
             "cube_b_error_cm": float(100 * np.linalg.norm(offset_b[nn] - offset_b[queries, None], axis=-1).mean()),
@@ -80,8 +83,9 @@ def main(args: Args) -> dict:
               "cube_a_spread_cm": spread, "representations": rows}
     md = (f"# Stack: where the neighbours put cube A\n\n{len(queries)} approach frames (first {args.approach_steps} steps) of "
           f"{bench.val_demos} validation demos, k = {args.k} nearest among {len(train)} frames of {n_train} training demos. "
-          f"Offsets are the cubes' horizontal positions relative to the gripper; the queries' own cube A offsets "
-          f"spread {spread:.1f} cm around their mean, so an error near that means the neighbours ignore where A is.\n\n" +
+          f"Offsets are the cubes' horizontal positions relative to the gripper (the queries' own cube A offsets "
+          f"spread {spread:.1f} cm around their mean); the mean-action error is the distance between the neighbours' "
+          f"plain mean translation action and the expert's. Random training frames show the level of chance.\n\n" +
           markdown_table(["nearest neighbours by", "cube A offset error (cm)", "cube B offset error (cm)", "mean-action error"],
                          [[n, f"{r['cube_a_error_cm']:.1f}", f"{r['cube_b_error_cm']:.1f}", f"{r['action_error']:.3f}"]
                           for n, r in rows.items()]))

@@ -64,7 +64,7 @@ def main(args: Args) -> dict:
     start = time.perf_counter()
     bench = BenchmarkArgs(task=TASK, demos=args.demos, smoke=args.smoke, data_dir=args.data_dir, cache_dir=args.cache_dir)
     bench.episodes = args.episodes
-    data = ensure_demos(TASK, 2 * args.demos + (4 if args.smoke else 10), bench.data_dir, image_size=bench.image_size,
+    data = ensure_demos(TASK, 2 * args.demos + (4 if args.smoke else 10), bench.data_dir, image_size=bench.image_px,
                         progress=not args.smoke)
     left = [e for e, s in enumerate(data.seeds) if s % 2 == 0]
     right = [e for e, s in enumerate(data.seeds) if s % 2 == 1]
@@ -95,7 +95,7 @@ def main(args: Args) -> dict:
                 pred += [policy.act(f) for f in data.frames[rows]]
                 target.append(data.actions[rows])
             offline[name][side] = translation_mse(np.asarray(pred), np.concatenate(target)) if eps else None
-    make = functools.partial(make_env, TASK, image_size=bench.image_size, render_mode=None, horizon=bench.horizon)
+    make = functools.partial(make_env, TASK, image_size=bench.image_px, render_mode=None, horizon=bench.horizon)
     rows = evaluate_methods(make, paths, bench.eval_seeds(), args.workers, progress=not args.smoke)
     summary = summarize(rows)
     diagnostics = {}
@@ -113,7 +113,7 @@ def main(args: Args) -> dict:
                              mse(offline[n]["left"]), mse(offline[n]["right"])] for n in paths])
     md = ["# Two demonstration strategies: VINN's averaging failure and mode selection\n",
           f"`{TASK}`: push the cube round a block, left or right. {args.demos} demonstrations per database; BYOL "
-          f"({bench.byol_config().encoder.arch}, {bench.image_size} px, {bench.byol_epochs} epochs) on the two-strategy frames; "
+          f"({bench.byol_config().encoder.arch}, {bench.image_px} px, {bench.byol_epochs} epochs) on the two-strategy frames; "
           f"k = {args.k}; {args.episodes} held-out seeds per method (the same for all).\n", table, "\n![two strategies](two_strategy.png)\n",
           "## Diagnostics of the two databases\n"]
     for name in ("vinn_one", "vinn"):

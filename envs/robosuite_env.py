@@ -143,7 +143,7 @@ class RobosuiteEnv(gym.Env):
             seed=0,  # fixes the model (e.g. sampled cube sizes); episodes are seeded in reset()
             **self.task.robosuite_kwargs,
         )
-        if self.camera == WRIST_CAMERA:
+        if self.camera == WRIST_CAMERA and fast_render:  # without shadows nothing hidden leaves a trace
             self._hide_unseen_geoms()
         self._render_context = None
         self._steps = 0

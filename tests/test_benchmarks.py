@@ -113,7 +113,7 @@ def test_stack_analysis_smoke(tmp_path):
     data = script.main(script.Args(smoke=True, k=2, out=str(tmp_path), data_dir=str(tmp_path / "data"),
                                    cache_dir=str(tmp_path / "cache")))
     rows = data["representations"]
-    assert len(rows) == 5 and data["queries"] > 0
+    assert len(rows) == 6 and data["queries"] > 0
     # Searching by the true cube A offset is what the cube A error measures: that oracle must be the best at it.
     assert rows["oracle: cube A offset"]["cube_a_error_cm"] == min(r["cube_a_error_cm"] for r in rows.values())
-    assert "| BYOL (VINN) |" in (tmp_path / "analysis.md").read_text()
+    assert "| BYOL (VINN's encoder) |" in (tmp_path / "analysis.md").read_text()

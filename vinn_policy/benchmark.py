@@ -101,12 +101,16 @@ class BenchmarkArgs:
             raise ValueError(f"--encoder must be byol, random or imagenet; got {self.encoder!r}")
         if self.encoder == "imagenet" and not self.imagenet_weights:
             raise ValueError("--encoder imagenet needs --imagenet-weights PATH (a local torchvision ResNet file).")
-        if self.image_size is None:
-            self.image_size = 224 if self.paper else 84
         if self.smoke:
             self.demos, self.episodes, self.image_size, self.byol_epochs, self.bc_epochs = 4, 4, 32, 1, 1
             self.horizon = self.horizon or 40
             self.videos = min(self.videos, 1)
+
+    @property
+    def image_px(self) -> int:
+        """The rendered image size in use: --image-size, else 224 with --paper, else 84. Resolved here rather
+        than in __post_init__, because the scripts' tyro defaults are instances made without --paper."""
+        return self.image_size or (224 if self.paper else 84)
 
     @property
     def report_dir(self) -> Path:
@@ -121,7 +125,7 @@ class BenchmarkArgs:
         return max(2, round(0.2 * self.demos))
 
     def encoder_config(self) -> EncoderConfig:
-        return EncoderConfig.paper() if self.paper else EncoderConfig(image_size=self.image_size)
+        return EncoderConfig.paper() if self.paper else EncoderConfig(image_size=self.image_px)
 
     def byol_config(self) -> BYOLConfig:
         if self.paper:
@@ -246,9 +250,10 @@ def record_videos(args: BenchmarkArgs, paths: dict[str, str], data: Demos, rows_
     reproduce the evaluation. VINN's frames carry a strip of its nearest demonstration frames."""
     from vinn_policy.envs import make_env
 
-    make = functools.partial(make_env, args.task, image_size=args.image_size, camera=args.camera, render_size=256, horizon=args.horizon)
+    make = functools.partial(make_env, args.task, image_size=args.image_px, camera=args.camera, render_size=256, horizon=args.horizon)
     jobs = [(name, functools.partial(load_policy, path), seed) for name, path in paths.items() for seed in args.eval_seeds()[: args.videos]]
-    annotate = NeighbourStrip(data.frames[data.episode_ids < args.demos])  # the VINN databases' frames, in row order
+    vinn = any(name.startswith("vinn") for name in paths)
+    annotate = NeighbourStrip(data.frames[data.episode_ids < args.demos]) if vinn else None  # the databases' frames, in row order
     written = []
     for (name, _, seed), episode in zip(jobs, run_jobs(make, jobs, args.workers, render=True, annotate=annotate), strict=True):
         file = write_mp4(video_dir / f"{name}_seed{seed}.mp4", episode.frames)
@@ -268,11 +273,11 @@ def run(args: BenchmarkArgs) -> dict[str, Any]:
     stages = Stages()
     run_dir, out = args.work_dir, args.report_dir
     data = stages.run("demonstrations", ensure_demos, args.task, args.demos + args.val_demos, args.data_dir,
-                      image_size=args.image_size, camera=args.camera)
+                      image_size=args.image_px, camera=args.camera)
     train_frames = data.frames[data.episode_ids < args.demos]
     encoder, encoder_info = stages.run("encoder", build_encoder, args, train_frames)
     trained = stages.run("policies", train_policies, args, data, args.demos, encoder, run_dir / "policies")
-    make = functools.partial(make_env, args.task, image_size=args.image_size, camera=args.camera, render_mode=None, horizon=args.horizon)
+    make = functools.partial(make_env, args.task, image_size=args.image_px, camera=args.camera, render_mode=None, horizon=args.horizon)
     rows = stages.run("evaluation", evaluate_methods, make, trained["paths"], args.eval_seeds(), args.workers,
                       provenance=args.provenance)
     for r in rows:  # per-step neighbour lists are large: one file per episode, not results.json
@@ -356,7 +361,7 @@ def replay(args: BenchmarkArgs) -> dict[str, Any]:
 
     path = args.work_dir / "policies" / args.method
     policy = load_policy(path)
-    env = make_env(args.task, image_size=args.image_size, camera=args.camera, render_size=256, horizon=args.horizon)
+    env = make_env(args.task, image_size=args.image_px, camera=args.camera, render_size=256, horizon=args.horizon)
     try:
         episode = run_episode(env, policy, args.replay, render=True)
     finally:

@@ -43,7 +43,7 @@ class Episode:
     dones: NDArray[np.uint8] | None = None  # (T,)
     states: NDArray[np.float64] | None = None  # (T, S) MuJoCo state before each action
     obs: dict[str, NDArray] = field(default_factory=dict)  # key -> (T, ...) observation before each action
-    frames: list[NDArray[np.uint8]] = field(default_factory=list)  # render() frames, if asked
+    frames: list[NDArray[np.uint8]] = field(default_factory=list)  # T + 1 render() frames, if asked
     trace: list[dict] = field(default_factory=list)  # per step: trace(policy) after each act(), if asked
 
 
@@ -54,7 +54,7 @@ def run_episode(
     action_noise: float = 0.0,
     record: bool = False,
     render: bool = False,
-    annotate: Callable[[dict, Any], NDArray[np.uint8]] | None = None,
+    annotate: Callable[[dict, Any], NDArray[np.uint8] | None] | None = None,
     trace: Callable[[Any], dict | None] | None = None,
 ) -> Episode:
     """Run one episode from reset(seed=seed) until termination or truncation.
@@ -64,9 +64,9 @@ def run_episode(
             recorded `actions` stay the policy's intended ones: DART-style corrective labels). Its RNG is
             seeded from `seed`, so an episode is reproducible.
         record: keep observations, actions, rewards, dones and MuJoCo states (for demonstration files).
-        render: keep env.render() frames (for videos).
-        annotate: with render, `annotate(obs, policy)` after each act() gives an image strip placed under
-            the frame that shows the result of that action (e.g. VINN's neighbours).
+        render: keep env.render() frames (for videos): the scene before each action, and the final one.
+        annotate: with render, `annotate(obs, policy)` after each act() gives an image strip (or None) placed
+            under the scene the policy acted on (e.g. VINN's neighbours); the final scene gets a blank one.
         trace: `trace(policy)` after each act() -> a dict kept in `episode.trace` (e.g. VINN's uncertainty and
             neighbours); None results are dropped. Must be picklable to run in worker processes.
     """
@@ -93,13 +93,16 @@ def _run_episode(env, policy, seed, action_noise, record, render, annotate, trac
     policy.reset(seed=seed)  # stochastic policies derive their episode randomness from the seed
     rows: dict[str, list] = {"actions": [], "executed": [], "rewards": [], "dones": [], "states": []}
     obs_rows: dict[str, list] = {k: [] for k in obs} if record else {}
-    frames, strip = [], None
+    frames, blank = [], None
     steps, first_success, done, traced = 0, None, False, []
     while not done:
         action = np.asarray(policy.act(obs), dtype=np.float32)
         if render:  # the scene the policy saw, above what it made of it (e.g. VINN's neighbours)
             strip = annotate(obs, policy) if annotate is not None else None
+            if strip is None and blank is not None:
+                strip = blank  # every frame of a video has one size
             frames.append(env.render() if strip is None else stack_frames(env.render(), strip))
+            blank = None if strip is None else np.zeros_like(strip)
         step_trace = trace(policy) if trace is not None else None
         if step_trace is not None:
             traced.append(step_trace)
@@ -121,7 +124,7 @@ def _run_episode(env, policy, seed, action_noise, record, render, annotate, trac
             rows["rewards"].append(reward)
             rows["dones"].append(done)
     if render:  # the final scene, with a blank strip
-        frames.append(env.render() if strip is None else stack_frames(env.render(), np.zeros_like(strip)))
+        frames.append(env.render() if blank is None else stack_frames(env.render(), blank))
     episode = Episode(seed, bool(info["is_success"]), steps, time.perf_counter() - start, first_success, frames=frames, trace=traced)
     if record:
         episode.actions = np.asarray(rows["actions"], np.float32)

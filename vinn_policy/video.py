@@ -36,7 +36,7 @@ def _tile(image: NDArray[np.uint8], label: str) -> NDArray[np.uint8]:
     return np.asarray(canvas)
 
 
-@dataclass
+@dataclass(eq=False)
 class NeighbourStrip:
     """A rollout annotator for VINNPolicy: [query | nearest demo frames with weight, episode, frame index].
 
