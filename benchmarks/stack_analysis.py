@@ -13,10 +13,10 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-import h5py
 import numpy as np
 import torch
 import torch.nn.functional as F
+from vinn_policy.demos.dataset import load_obs
 
 from vinn_policy.benchmark import BenchmarkArgs, build_encoder
 from vinn_policy.encoder import Encoder
@@ -38,18 +38,12 @@ class Args:
     """Seconds: run_stack.py's smoke sizes (4 demos at 32 px, 1 BYOL epoch)."""
 
 
-def privileged(path: str, keys: tuple[str, ...], episodes: int) -> dict[str, np.ndarray]:
-    with h5py.File(path, "r") as f:
-        names = sorted(f["data"].keys(), key=lambda s: int(s.split("_")[1]))[:episodes]
-        return {key: np.concatenate([f["data"][n]["obs"][key][()] for n in names]) for key in keys}
-
-
 def main(args: Args) -> dict:
     bench = BenchmarkArgs(task="stack", demos=args.demos, cache_dir=args.cache_dir, data_dir=args.data_dir, smoke=args.smoke)
     n_train = bench.demos
     data = ensure_demos("stack", n_train + bench.val_demos, args.data_dir, image_size=bench.image_px)
     path = demo_path("stack", args.data_dir, bench.image_px)
-    state = privileged(path, ("robot0_eef_pos", "cubeA_pos", "cubeB_pos"), data.num_episodes)
+    state = load_obs(path, ("robot0_eef_pos", "cubeA_pos", "cubeB_pos"), data.num_episodes)
     offset_a = (state["cubeA_pos"] - state["robot0_eef_pos"])[:, :2]  # (N, 2) m
     offset_b = (state["cubeB_pos"] - state["robot0_eef_pos"])[:, :2]
     train = np.flatnonzero(data.episode_ids < n_train)

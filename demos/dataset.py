@@ -19,7 +19,7 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -210,6 +210,19 @@ def load_demos(path: str | Path, image_key: str | None = None, max_episodes: int
     if not np.isfinite(actions_all).all():
         raise DemoFileError(f"{path}: actions contain NaN or inf.")
     return Demos(np.concatenate(frames), actions_all, np.concatenate(ids), np.concatenate(idx), key, summary["env_args"], seeds)
+
+
+def load_obs(path: str | Path, keys: Sequence[str], max_episodes: int | None = None) -> dict[str, NDArray]:
+    """Other observation arrays (e.g. the privileged object state experts used), concatenated over the first
+    demos in load_demos' frame order: key -> (N, ...)."""
+    with _open(path) as f:
+        _validate(f, path, None)
+        names = _demo_names(f["data"])[:max_episodes]
+        for name in names:
+            missing = [k for k in keys if k not in f["data"][name]["obs"]]
+            if missing:
+                raise DemoFileError(f"{path}: data/{name}/obs has no {missing}; available: {sorted(f['data'][name]['obs'])}.")
+        return {key: np.concatenate([f["data"][n]["obs"][key][()] for n in names]) for key in keys}
 
 
 @dataclass

@@ -5,7 +5,7 @@ import json
 import h5py
 import numpy as np
 import pytest
-from vinn_policy.demos.dataset import DemoFileError, load_demos, validate_file, write_demos
+from vinn_policy.demos.dataset import DemoFileError, load_demos, load_obs, validate_file, write_demos
 
 from vinn_policy.rollout import Episode
 
@@ -44,6 +44,19 @@ def test_round_trip_in_robomimic_layout(tmp_path):
     np.testing.assert_array_equal(demos.frames[9:], episodes[2].obs["sideview_image"])
     sub = demos.select([2, 0])
     assert sub.seeds == [2, 0] and sub.episode_ids.tolist() == [0] * 6 + [1] * 4
+
+
+def test_load_obs_follows_load_demos_frame_order_and_names_missing_keys(tmp_path):
+    path = tmp_path / "demos.hdf5"
+    episodes = [fake_episode(s, steps=3 + s) for s in range(12)]  # demo_10 sorts after demo_9, not after demo_1
+    write_demos(path, episodes, ENV_ARGS)
+    obs = load_obs(path, ["robot0_eef_pos"], max_episodes=11)
+    demos = load_demos(path, max_episodes=11)
+    expected = np.concatenate([e.obs["robot0_eef_pos"] for e in episodes[:11]])
+    assert len(obs["robot0_eef_pos"]) == len(demos.frames)
+    np.testing.assert_array_equal(obs["robot0_eef_pos"], expected)
+    with pytest.raises(DemoFileError, match="no \\['cubeA_pos'\\]; available"):
+        load_obs(path, ["robot0_eef_pos", "cubeA_pos"])
 
 
 def test_append_keeps_existing_demos_and_refuses_other_settings(tmp_path):
