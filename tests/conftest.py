@@ -40,3 +40,8 @@ def make_episodes(n_episodes: int = 4, length: int = 6, size: int = 32, seed: in
 @pytest.fixture
 def episodes():
     return make_episodes()
+
+
+def runs_channels_last(trunk: torch.nn.Module) -> bool:
+    convs = [p for p in trunk.parameters() if p.dim() == 4]
+    return bool(convs) and all(p.is_contiguous(memory_format=torch.channels_last) for p in convs)

@@ -7,7 +7,7 @@ from vinn_policy import ArtefactError, Encoder, EncoderConfig
 from vinn_policy.baselines import OpenLoopPolicy, RandomPolicy, load_policy
 from vinn_policy.bc import BCConfig, BCPolicy
 
-from .conftest import make_episodes
+from .conftest import make_episodes, runs_channels_last
 
 TINY = dict(encoder=EncoderConfig(image_size=32), hidden=(32,), batch_size=8, gripper_index=3, patience=0)
 
@@ -27,6 +27,7 @@ def test_bc_end_to_end_loss_falls_and_round_trips(tmp_path, data):
     policy.save(tmp_path / "bc")
     loaded = load_policy(tmp_path / "bc")
     assert isinstance(loaded, BCPolicy) and not loaded.frozen
+    assert runs_channels_last(policy.encoder.trunk)  # as trained, and as loaded (Encoder)
     np.testing.assert_array_equal(loaded.act_batch(frames), policy.act_batch(frames))
 
 

@@ -8,7 +8,7 @@ from torchvision.transforms import v2 as T
 from vinn_policy.byol import BYOL, BYOLConfig, augment_batch, augmentation, byol_loss, train_byol, train_step
 from vinn_policy.encoder import EncoderConfig, build_trunk
 
-from .conftest import make_episodes
+from .conftest import make_episodes, runs_channels_last
 
 
 def tiny_byol_config(**overrides) -> BYOLConfig:
@@ -24,7 +24,8 @@ def test_loss_formula():
 
 def test_loss_decreases_on_a_tiny_set():
     frames = make_episodes(n_episodes=4, length=4)[0]
-    _, losses = train_byol(frames, tiny_byol_config(epochs=12), progress=False)
+    encoder, losses = train_byol(frames, tiny_byol_config(epochs=12), progress=False)
+    assert runs_channels_last(encoder.trunk)
     assert len(losses) == 12 and all(np.isfinite(losses))
     assert np.mean(losses[-3:]) < 0.85 * np.mean(losses[:3]), losses  # seeded: 4.27 -> 3.27
 

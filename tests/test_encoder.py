@@ -1,11 +1,15 @@
 """Encoder: preprocessing, batched eval-mode embedding, ImageNet weights from a local file, save/load."""
 
+import copy
+
 import numpy as np
 import pytest
 import torch
 
 from vinn_policy.artefact import ArtefactError
 from vinn_policy.encoder import Encoder, EncoderConfig, check_images, preprocess
+
+from .conftest import runs_channels_last
 
 
 def test_preprocess_shape_range_and_normalisation(tiny_config):
@@ -67,6 +71,18 @@ def test_imagenet_weights_load_from_local_file(tmp_path, tiny_config):
     torch.save({"conv1.weight": torch.zeros(1)}, tmp_path / "other.pth")
     with pytest.raises(ValueError, match="does not hold resnet18"):
         Encoder.imagenet(tmp_path / "other.pth", tiny_config)
+
+
+def test_trunk_runs_channels_last_with_the_same_embeddings(tmp_path, tiny_config, episodes):
+    encoder = Encoder(tiny_config)
+    assert runs_channels_last(encoder.trunk)
+    encoder.save(tmp_path / "enc")
+    assert runs_channels_last(Encoder.load(tmp_path / "enc").trunk)
+    frames = episodes[0][:4]
+    reference = copy.deepcopy(encoder.trunk).to(memory_format=torch.contiguous_format).eval()
+    with torch.inference_mode():
+        expected = reference(preprocess(frames, tiny_config).contiguous()).numpy()
+    np.testing.assert_allclose(encoder.embed(frames), expected, rtol=1e-4, atol=1e-5)
 
 
 def test_save_load_round_trip(tmp_path, tiny_encoder, episodes):

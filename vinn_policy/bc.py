@@ -221,7 +221,7 @@ class BCPolicy:
         train_rows, val_rows = _rows(episode_ids, val_episodes, config)
         model = nn.Sequential(encoder.trunk, head).to(device, memory_format=torch.channels_last)  # faster training convolutions
         report = _train(model, inputs, targets, head.loss, train_rows, val_rows, config, "BC end-to-end", progress)
-        model.to("cpu", memory_format=torch.contiguous_format)  # the fast layout for single-image inference
+        model.to("cpu")
         encoder.origin = "bc"
         return cls(encoder, head, config, frozen=False, report=report)
 

@@ -249,7 +249,7 @@ def train_byol(
             _save_checkpoint(ckpt, model, optimizer, config, epoch + 1, losses)
     bar.close()
     # Back to the default layout: a saved-and-loaded encoder then computes bit-identical embeddings.
-    trunk = distributed.convert_batchnorm(model.online_encoder.to("cpu", memory_format=torch.contiguous_format), to_sync=False)
+    trunk = distributed.convert_batchnorm(model.online_encoder.to("cpu"), to_sync=False)
     return Encoder(config=config.encoder, trunk=trunk, origin="byol"), losses
 
 

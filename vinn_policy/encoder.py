@@ -91,9 +91,8 @@ def check_images(images: object) -> NDArray[np.uint8]:
 
 def to_unit_tensor(images: NDArray[np.uint8], image_size: int) -> torch.Tensor:
     """uint8 (B, H, W, 3) -> float32 (B, 3, S, S) in [0, 1], resized (antialiased bilinear) if needed."""
-    # contiguous(): the permuted view has channels-last strides, which ran the contiguous-weight trunk
-    # through oneDNN's slow mixed-layout path (single-image embed 2x slower on this CPU).
-    x = torch.from_numpy(np.ascontiguousarray(check_images(images))).permute(0, 3, 1, 2).contiguous().float().div_(255.0)
+    # The permuted (H, W, 3) view is already channels-last in memory: the layout the trunk runs in.
+    x = torch.from_numpy(np.ascontiguousarray(check_images(images))).permute(0, 3, 1, 2).float().div_(255.0)
     if x.shape[-2:] != (image_size, image_size):
         x = F.interpolate(x, size=(image_size, image_size), mode="bilinear", antialias=True, align_corners=False)
         x = x.clamp_(0.0, 1.0)
@@ -167,6 +166,9 @@ class Encoder:
     def __post_init__(self) -> None:
         if self.trunk is None:
             self.trunk = build_trunk(self.config.arch)
+        # oneDNN runs these convolutions faster channels-last, weights and input alike (a mix takes a slow
+        # path): single-image act() 35-52 -> 23-30 ms, batched embedding 1.3x, ResNet-18 at 84 px, 1 thread.
+        self.trunk.to(memory_format=torch.channels_last)
 
     @classmethod
     def imagenet(cls, weights_file: str | Path, config: EncoderConfig | None = None) -> Encoder:
@@ -202,7 +204,8 @@ class Encoder:
         try:
             device = self.device
             out = [
-                self.trunk(preprocess(images[i : i + batch_size], self.config).to(device)).float().cpu().numpy()
+                self.trunk(preprocess(images[i : i + batch_size], self.config).to(device).contiguous(memory_format=torch.channels_last))
+                .float().cpu().numpy()
                 for i in range(0, len(images), batch_size)
             ]
         finally:
