@@ -1,27 +1,40 @@
 """Why VINN fails stack: do the nearest demonstration frames put cube A where it really is?
 
-    python benchmarks/stack_analysis.py        # ~1 min with the benchmark's cached encoder
+    python benchmarks/stack_analysis.py        # ~5 min with the benchmark's cached encoder (30 rollouts)
 
 For the approach frames (the first 12 steps) of the validation demonstrations, the k nearest training frames
 are found with each representation; then, from the privileged state recorded in the demo file, how far
 each neighbour's cube A (and cube B) offset from the gripper is from the query's, and how far their mean
 action is from the expert's. The oracles search by the true offsets: what nearest neighbours over these
-50 demonstrations could do at best. Writes benchmarks/results/stack/analysis.{json,md}.
+50 demonstrations could do at best. Then VINN itself (the benchmark's encoder and k) runs closed loop on
+the first evaluation seeds, and each episode's failure is read off the simulator's state.
+Writes benchmarks/results/stack/analysis.{json,md}.
 """
 
 from __future__ import annotations
 
+import functools
+import tempfile
+from collections import Counter
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from vinn_policy.demos.dataset import load_obs
+from vinn_policy.demos.collect import EVAL_SEED_BASE
+from vinn_policy.demos.dataset import Demos, load_obs
+from vinn_policy.envs import make_env
 
-from vinn_policy.benchmark import BenchmarkArgs, build_encoder
+from vinn_policy.benchmark import GRIPPER, BenchmarkArgs, build_encoder, choose_k
 from vinn_policy.encoder import Encoder
 from vinn_policy.pipeline import demo_path, ensure_demos
+from vinn_policy.policy import VINNPolicy
 from vinn_policy.results import environment, markdown_table, write_results
+from vinn_policy.rollout import rollouts
+
+OUTCOMES = ("stacked", "never closed the gripper", "closed away from cube A", "closed at A, never lifted it",
+            "lifted A, never carried it over B", "carried A over B, never stacked it")
 
 
 @dataclass
@@ -34,8 +47,46 @@ class Args:
     cache_dir: str = "runs/cache"
     out: str = "benchmarks/results/stack"
     name: str = "analysis"
+    episodes: int = 30
+    """Closed-loop VINN episodes (the first evaluation seeds) whose failures are classified; 0 skips them."""
+    workers: int = 2
     smoke: bool = False
     """Seconds: run_stack.py's smoke sizes (4 demos at 32 px, 1 BYOL epoch)."""
+
+
+def classify(eef: np.ndarray, cube_a: np.ndarray, cube_b: np.ndarray, gripper: np.ndarray, success: bool) -> str:
+    """One of OUTCOMES for an episode: (T, 3) positions before each action (m), (T,) gripper commands (> 0 closes)."""
+    if success:
+        return OUTCOMES[0]
+    closes = np.flatnonzero(gripper > 0)
+    if not len(closes):
+        return OUTCOMES[1]
+    first = closes[0]
+    if np.linalg.norm((eef[first] - cube_a[first])[:2]) > 0.03:  # cube A is 4 cm wide: the fingers missed it
+        return OUTCOMES[2]
+    lifted = cube_a[:, 2] - cube_a[0, 2] > 0.02
+    if not lifted.any():
+        return OUTCOMES[3]
+    if np.linalg.norm((cube_a - cube_b)[lifted, :2], axis=1).min() > 0.02:
+        return OUTCOMES[4]
+    return OUTCOMES[5]
+
+
+def closed_loop_failures(args: Args, bench: BenchmarkArgs, data: Demos, train: np.ndarray, encoder: Encoder, k: int) -> dict:
+    """Run VINN on the first `args.episodes` evaluation seeds, recording the state, and classify each episode."""
+    policy = VINNPolicy.fit(data.frames[train], data.actions[train], data.episode_ids[train], encoder=encoder, k=k, gripper_index=GRIPPER)
+    seeds = range(EVAL_SEED_BASE, EVAL_SEED_BASE + args.episodes)
+    make = functools.partial(make_env, "stack", image_size=bench.image_px, render_mode=None, horizon=bench.horizon)
+    outcomes, switches = {}, []
+    with tempfile.TemporaryDirectory() as tmp:
+        path = policy.save(Path(tmp) / "vinn")
+        for episode in rollouts(make, functools.partial(VINNPolicy.load, path), seeds, args.workers, record=True):
+            obs, grip = episode.obs, episode.actions[:, GRIPPER]
+            outcomes[episode.seed] = classify(obs["robot0_eef_pos"], obs["cubeA_pos"], obs["cubeB_pos"], grip, episode.success)
+            switches.append(int((np.diff(grip > 0) != 0).sum()))
+    counts = Counter(outcomes.values())
+    return {"k": k, "seeds": list(seeds), "outcomes": {str(s): o for s, o in outcomes.items()},
+            "counts": {o: counts[o] for o in OUTCOMES}, "median_gripper_switches": float(np.median(switches))}
 
 
 def main(args: Args) -> dict:
@@ -83,6 +134,15 @@ def main(args: Args) -> dict:
           markdown_table(["nearest neighbours by", "cube A offset error (cm)", "cube B offset error (cm)", "mean-action error"],
                          [[n, f"{r['cube_a_error_cm']:.1f}", f"{r['cube_b_error_cm']:.1f}", f"{r['action_error']:.3f}"]
                           for n, r in rows.items()]))
+    if args.episodes:
+        k = choose_k(representations["BYOL (VINN's encoder)"], data, train, np.flatnonzero(data.episode_ids >= n_train))[0]
+        result["closed_loop"] = loop = closed_loop_failures(args, bench, data, train, byol, k)
+        md += (f"\n\n## Where VINN's own episodes fail\n\nVINN (this encoder, k = {k} chosen on the validation demos as "
+               f"in run_stack.py) on the first {args.episodes} evaluation seeds, each episode classified by the first "
+               f"that applies, from the simulator's state. \"Away from cube A\": the gripper first closed more than "
+               f"3 cm from A horizontally. The gripper command switched {loop['median_gripper_switches']:.0f} times "
+               f"per episode (median; the expert switches twice).\n\n" +
+               markdown_table(["outcome", "episodes"], [[o, str(n)] for o, n in loop["counts"].items()]))
     write_results(args.out, args.name, result, md)
     print(md)
     return result

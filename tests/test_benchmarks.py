@@ -106,14 +106,34 @@ def test_two_strategy_smoke(tmp_path):
     assert "| unimodality |" in (tmp_path / "out" / "two_strategy.md").read_text()
 
 
+def test_stack_failure_classes():
+    classify = load_script("stack_analysis").classify
+    T = 6
+    a = np.tile([0.0, 0.0, 0.82], (T, 1))  # cube A resting on the table
+    b = np.tile([0.1, 0.0, 0.82], (T, 1))
+    eef = np.tile([0.0, 0.0, 0.83], (T, 1))
+    open_, close = -np.ones(T), np.r_[-1, -1, 1, 1, 1, 1]
+    assert classify(eef, a, b, close, True) == "stacked"
+    assert classify(eef, a, b, open_, False) == "never closed the gripper"
+    assert classify(eef + [0.05, 0, 0], a, b, close, False) == "closed away from cube A"
+    assert classify(eef, a, b, close, False) == "closed at A, never lifted it"
+    lifted = a + np.c_[np.zeros((T, 2)), [0, 0, 0, 0.05, 0.1, 0.1]]
+    assert classify(eef, lifted, b, close, False) == "lifted A, never carried it over B"
+    over_b = lifted.copy()
+    over_b[-1, :2] = b[-1, :2] + 0.01
+    assert classify(eef, over_b, b, close, False) == "carried A over B, never stacked it"
+
+
 @pytest.mark.sim
 @pytest.mark.slow
 def test_stack_analysis_smoke(tmp_path):
     script = load_script("stack_analysis")
-    data = script.main(script.Args(smoke=True, k=2, out=str(tmp_path), data_dir=str(tmp_path / "data"),
+    data = script.main(script.Args(smoke=True, k=2, episodes=2, out=str(tmp_path), data_dir=str(tmp_path / "data"),
                                    cache_dir=str(tmp_path / "cache")))
     rows = data["representations"]
     assert len(rows) == 6 and data["queries"] > 0
     # Searching by the true cube A offset is what the cube A error measures: that oracle must be the best at it.
     assert rows["oracle: cube A offset"]["cube_a_error_cm"] == min(r["cube_a_error_cm"] for r in rows.values())
     assert "| BYOL (VINN's encoder) |" in (tmp_path / "analysis.md").read_text()
+    loop = data["closed_loop"]  # VINN's own episodes, each classified once
+    assert sum(loop["counts"].values()) == len(loop["seeds"]) == 2 and set(loop["outcomes"].values()) <= set(loop["counts"])

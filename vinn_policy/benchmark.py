@@ -161,7 +161,7 @@ class Stages:
             print(f"[{name}] {self.seconds[name]:.0f} s", flush=True)
 
 
-def _choose_k(encoder_embeddings: np.ndarray, data: Demos, train_rows: np.ndarray, val_rows: np.ndarray) -> tuple[int, dict]:
+def choose_k(encoder_embeddings: np.ndarray, data: Demos, train_rows: np.ndarray, val_rows: np.ndarray) -> tuple[int, dict]:
     curve = knn_curve(encoder_embeddings, data.actions, data.episode_ids, train_rows, val_rows, OfflineConfig(gripper_index=GRIPPER))
     return int(curve["k"][int(np.argmin(curve["mse"]))]), curve
 
@@ -195,7 +195,7 @@ def train_policies(args: BenchmarkArgs, data: Demos, n_train: int, encoder: Enco
         encoder = encoder.to("cuda")
     if {"vinn", "vinn_random", *OPTIONAL_METHODS} & set(args.methods):
         embeddings = encoder.embed(data.frames)
-        chosen, curve = _choose_k(embeddings, data, train_rows, val_rows)
+        chosen, curve = choose_k(embeddings, data, train_rows, val_rows)
         info["k"], info["k_curve_val"] = k or args.k or chosen, curve
     def vinn(enc: Encoder, mode_selection: str = "none") -> VINNPolicy:
         policy = VINNPolicy.fit(frames, actions, eps, encoder=enc, k=info["k"], gripper_index=GRIPPER, mode_selection=mode_selection)
