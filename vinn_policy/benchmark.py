@@ -162,6 +162,7 @@ class Stages:
 
 
 def choose_k(encoder_embeddings: np.ndarray, data: Demos, train_rows: np.ndarray, val_rows: np.ndarray) -> tuple[int, dict]:
+    """The k with the lowest offline translation MSE on the validation rows, and the whole k curve."""
     curve = knn_curve(encoder_embeddings, data.actions, data.episode_ids, train_rows, val_rows, OfflineConfig(gripper_index=GRIPPER))
     return int(curve["k"][int(np.argmin(curve["mse"]))]), curve
 

@@ -248,7 +248,6 @@ def train_byol(
         if ckpt is not None and rank == 0 and ((epoch + 1) % config.checkpoint_every == 0 or epoch + 1 == config.epochs):
             _save_checkpoint(ckpt, model, optimizer, config, epoch + 1, losses)
     bar.close()
-    # Back to the default layout: a saved-and-loaded encoder then computes bit-identical embeddings.
     trunk = distributed.convert_batchnorm(model.online_encoder.to("cpu"), to_sync=False)
     return Encoder(config=config.encoder, trunk=trunk, origin="byol"), losses
 
