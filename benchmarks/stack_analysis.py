@@ -16,7 +16,7 @@ from __future__ import annotations
 import functools
 import tempfile
 from collections import Counter
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -82,7 +82,7 @@ def gripper_switches(gripper: np.ndarray) -> int:
 def closed_loop_failures(args: Args, bench: BenchmarkArgs, data: Demos, train: np.ndarray, encoder: Encoder, k: int) -> dict:
     """Run VINN on the first `args.episodes` evaluation seeds, recording the state, and classify each episode."""
     policy = VINNPolicy.fit(data.frames[train], data.actions[train], data.episode_ids[train], encoder=encoder, k=k, gripper_index=GRIPPER)
-    seeds = replace(bench, episodes=args.episodes).eval_seeds()
+    seeds = bench.eval_seeds()[: args.episodes]  # run_stack.py's first seeds
     make = functools.partial(make_env, "stack", image_size=bench.image_px, render_mode=None, horizon=bench.horizon)
     episodes, switches = {}, []
     with tempfile.TemporaryDirectory() as tmp:
@@ -100,7 +100,8 @@ def closed_loop_failures(args: Args, bench: BenchmarkArgs, data: Demos, train: n
 
 
 def main(args: Args) -> dict:
-    bench = BenchmarkArgs(task="stack", demos=args.demos, cache_dir=args.cache_dir, data_dir=args.data_dir, smoke=args.smoke)
+    bench = BenchmarkArgs(task="stack", demos=args.demos, episodes=args.episodes, cache_dir=args.cache_dir, data_dir=args.data_dir,
+                          smoke=args.smoke)
     n_train = bench.demos
     data = ensure_demos("stack", n_train + bench.val_demos, args.data_dir, image_size=bench.image_px)
     path = demo_path("stack", args.data_dir, bench.image_px)
