@@ -28,7 +28,7 @@ from vinn_policy import BYOLConfig, EmbeddingDatabase, Encoder, EncoderConfig, V
 from vinn_policy.byol import augmentation
 from vinn_policy.encoder import build_trunk, normalize, resize_uint8
 from vinn_policy.lwr import knn
-from vinn_policy.results import environment, markdown_table, time_calls, write_results
+from vinn_policy.results import environment, markdown_table, read_bandwidth, time_calls, write_results
 from vinn_policy.search import recall
 
 BACKENDS = [("exact", "float32"), ("exact", "float16"), ("flat", "float32"), ("ivf", "float32")]
@@ -70,13 +70,6 @@ def trajectory_embeddings(n: int, dim: int = 512, seed: int = 0, frames: int = 5
         walk += rng.standard_normal((eps, 1, 16), dtype=np.float32) * 3
         out[start : start + m] = walk.reshape(-1, 16)[:m] @ lift + 0.05 * rng.standard_normal((m, dim), dtype=np.float32)
     return out
-
-
-def read_bandwidth(gib: float = 1.0, repeats: int = 10) -> float:
-    """This machine's memory read bandwidth in bytes/s: a float32 sum over a buffer far larger than the caches."""
-    x = torch.ones(int(gib * 2**30) // 4)
-    seconds = time_calls(lambda: x.sum(), repeats, warmup=2)["median_ms"] / 1e3
-    return x.numel() * 4 / seconds
 
 
 def backend_rows(n: int, args: Args, bandwidth: float, gaussian: bool = False) -> list[dict]:

@@ -79,8 +79,10 @@ def gripper_switches(gripper: np.ndarray) -> int:
     return int((np.diff(gripper > 0) != 0).sum())
 
 
-def closed_loop_failures(args: Args, bench: BenchmarkArgs, data: Demos, train: np.ndarray, encoder: Encoder, k: int) -> dict:
-    """Run VINN on the first `args.episodes` evaluation seeds, recording the state, and classify each episode."""
+def closed_loop_failures(args: Args, bench: BenchmarkArgs, data: Demos, train: np.ndarray, val: np.ndarray, encoder: Encoder,
+                         k: int) -> dict:
+    """Run VINN on the first `args.episodes` evaluation seeds, recording the state, and classify each episode
+    (train, val: the database's and the validation demos' rows; the latter give the expert's gripper switches)."""
     policy = VINNPolicy.fit(data.frames[train], data.actions[train], data.episode_ids[train], encoder=encoder, k=k, gripper_index=GRIPPER)
     seeds = bench.eval_seeds()[: args.episodes]  # run_stack.py's first seeds
     make = functools.partial(make_env, "stack", image_size=bench.image_px, render_mode=None, horizon=bench.horizon)
@@ -93,8 +95,7 @@ def closed_loop_failures(args: Args, bench: BenchmarkArgs, data: Demos, train: n
             episodes[str(episode.seed)] = {"outcome": outcome, "steps": episode.steps, **evidence}
             switches.append(gripper_switches(grip))
     counts = Counter(e["outcome"] for e in episodes.values())
-    val_episodes = np.setdiff1d(np.unique(data.episode_ids), data.episode_ids[train])
-    expert = [gripper_switches(data.actions[data.episode_ids == e, GRIPPER]) for e in val_episodes]
+    expert = [gripper_switches(data.actions[data.episode_ids == e, GRIPPER]) for e in np.unique(data.episode_ids[val])]
     return {"k": k, "seeds": seeds, "episodes": episodes, "counts": {o: counts[o] for o in OUTCOMES},
             "median_gripper_switches": float(np.median(switches)), "expert_median_gripper_switches": float(np.median(expert))}
 
@@ -108,7 +109,7 @@ def main(args: Args) -> dict:
     state = load_obs(path, ("robot0_eef_pos", "cubeA_pos", "cubeB_pos"), data.num_episodes)
     offset_a = (state["cubeA_pos"] - state["robot0_eef_pos"])[:, :2]  # (N, 2) m
     offset_b = (state["cubeB_pos"] - state["robot0_eef_pos"])[:, :2]
-    train = np.flatnonzero(data.episode_ids < n_train)
+    train, val = np.flatnonzero(data.episode_ids < n_train), np.flatnonzero(data.episode_ids >= n_train)
     queries = np.flatnonzero((data.episode_ids >= n_train) & (data.frame_indices < args.approach_steps))
 
     byol, info = build_encoder(bench, data.frames[train])  # the benchmark's encoder (cached when it has run)
@@ -146,8 +147,8 @@ def main(args: Args) -> dict:
                          [[n, f"{r['cube_a_error_cm']:.1f}", f"{r['cube_b_error_cm']:.1f}", f"{r['action_error']:.3f}"]
                           for n, r in rows.items()]))
     if args.episodes:
-        k = choose_k(representations["BYOL (VINN's encoder)"], data, train, np.flatnonzero(data.episode_ids >= n_train))[0]
-        result["closed_loop"] = loop = closed_loop_failures(args, bench, data, train, byol, k)
+        k = choose_k(representations["BYOL (VINN's encoder)"], data, train, val)[0]
+        result["closed_loop"] = loop = closed_loop_failures(args, bench, data, train, val, byol, k)
         md += (f"\n\n## Where VINN's own episodes fail\n\nVINN (this encoder, k = {k} chosen on the validation demos as "
                f"in run_stack.py) on the first {args.episodes} evaluation seeds, each episode counted at the furthest "
                f"stage it reached, read off the simulator's state: A lifted = more than {100 * LIFTED:.0f} cm above its start; "

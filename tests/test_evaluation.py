@@ -63,6 +63,9 @@ def test_run_task_smoke_end_to_end_and_replay(tmp_path, task):
     assert min(seeds["vinn"]) >= 1_000_000  # disjoint from demonstration seeds
     report = (tmp_path / task / "report.md").read_text()
     assert "Wilson 95%" in report and "McNemar" in report
+    speed = saved["environment"]["host_speed"]  # wall times are only comparable with the machine's speed beside them
+    assert speed["read_bandwidth_gb_per_s"] > 0.1 and 0 < speed["resnet18_84px_forward_ms"] < 1000
+    assert f"{speed['resnet18_84px_forward_ms']:.1f} ms one-thread ResNet-18 forward pass" in report
     assert (tmp_path / task / "success.png").stat().st_size > 1000
     assert len(results["videos"]) == 6 and all(v["reproduces_evaluation"] for v in results["videos"])
     for video in results["videos"]:  # every step's scene plus the last; VINN's with its neighbour strip beneath

@@ -29,7 +29,7 @@ from vinn_policy.evaluation import evaluate_methods, summarize
 from vinn_policy.offline import OfflineConfig, gripper_accuracy, knn_curve, predict_frames, translation_mse
 from vinn_policy.pipeline import cached_bc, cached_byol, ensure_demos
 from vinn_policy.policy import VINNPolicy
-from vinn_policy.results import environment, time_calls
+from vinn_policy.results import environment, host_speed, time_calls
 from vinn_policy.rollout import run_episode, run_jobs
 from vinn_policy.video import NeighbourStrip, write_mp4
 
@@ -298,7 +298,7 @@ def run(args: BenchmarkArgs) -> dict[str, Any]:
     by_key = {(r["method"], r["seed"]): r for r in rows}
     videos = stages.run("videos", record_videos, args, trained["paths"], data, by_key, run_dir / "videos") if args.videos else []
     results = {
-        "args": asdict(args), "environment": environment(), "demos": {"train": args.demos, "val": args.val_demos,
+        "args": asdict(args), "environment": {**environment(), "host_speed": host_speed()}, "demos": {"train": args.demos, "val": args.val_demos,
                                                                        "frames": int(len(data.frames))},
         "encoder": {"kind": args.encoder, **{k: v for k, v in encoder_info.items() if k != "losses"},
                     "byol_losses": encoder_info.get("losses"), "config": asdict(encoder.config)},

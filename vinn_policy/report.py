@@ -138,6 +138,15 @@ def plot_uncertainty(results: dict[str, Any], path: Path, method: str = "vinn") 
     plt.close(fig)
 
 
+def host_note(environment: dict[str, Any]) -> str:
+    """The machine's measured speed, which the wall times depend on (absent from results made before it was recorded)."""
+    speed = environment.get("host_speed")
+    if not speed:
+        return ""
+    return (f" on a host with {speed['read_bandwidth_gb_per_s']:.1f} GB/s memory reads and a "
+            f"{speed['resnet18_84px_forward_ms']:.1f} ms one-thread ResNet-18 forward pass (84 px)")
+
+
 def write_report(out: str | Path, results: dict[str, Any]) -> None:
     out = Path(out)
     args = results["args"]
@@ -148,7 +157,8 @@ def write_report(out: str | Path, results: dict[str, Any]) -> None:
           f"{args['episodes']} evaluation episodes per method on the same held-out seeds · VINN k = {results['k']} "
           f"({'fixed' if args['k'] else 'chosen on validation'}) · encoder: {results['encoder']['kind']} "
           f"{results['encoder']['config']['arch']} at {results['encoder']['config']['image_size']} px"
-          f"{' (cached)' if results['encoder'].get('cached') else ''} · camera: {camera_of(results)} · total wall time {results['wall_seconds'] / 60:.1f} min\n",
+          f"{' (cached)' if results['encoder'].get('cached') else ''} · camera: {camera_of(results)} · total wall time {results['wall_seconds'] / 60:.1f} min"
+          f"{host_note(results['environment'])}\n",
           "## Success\n", success_table(summary, results["offline"], results["act_latency_ms"], results["train_seconds"]),
           "\n![success](success.png)\n"]
     if summary["paired"]:

@@ -30,6 +30,32 @@ def environment() -> dict[str, str | int]:
     }
 
 
+def read_bandwidth(gib: float = 1.0, repeats: int = 10) -> float:
+    """This machine's memory read bandwidth in bytes/s: a float32 sum over a buffer far larger than the caches."""
+    import torch
+
+    x = torch.ones(int(gib * 2**30) // 4)
+    seconds = time_calls(lambda: x.sum(), repeats, warmup=2)["median_ms"] / 1e3
+    return x.numel() * 4 / seconds
+
+
+def host_speed() -> dict[str, float]:
+    """How fast this machine is, so that wall times from different machines can be compared: its memory read
+    bandwidth and one ResNet-18 forward pass on one 84 px image in one thread (the encoder's share of an act())."""
+    import torch
+
+    from vinn_policy.encoder import Encoder, EncoderConfig
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        encoder, image = Encoder(EncoderConfig(image_size=84)), np.zeros((84, 84, 3), np.uint8)
+        forward = time_calls(lambda: encoder.embed(image), repeats=20)["median_ms"]
+    finally:
+        torch.set_num_threads(threads)
+    return {"read_bandwidth_gb_per_s": round(read_bandwidth(0.5) / 1e9, 2), "resnet18_84px_forward_ms": round(forward, 2)}
+
+
 def time_calls(fn: Callable[[], object], repeats: int, warmup: int = 3) -> dict[str, float]:
     """Median / p99 / mean wall time of fn() in milliseconds."""
     for _ in range(warmup):
