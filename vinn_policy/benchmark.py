@@ -270,6 +270,7 @@ def run(args: BenchmarkArgs) -> dict[str, Any]:
     from vinn_policy.envs import make_env
     from vinn_policy.report import write_report
 
+    speed = host_speed()  # before the clock starts: the probe is not part of the run's wall time
     start = time.perf_counter()
     stages = Stages()
     run_dir, out = args.work_dir, args.report_dir
@@ -298,7 +299,7 @@ def run(args: BenchmarkArgs) -> dict[str, Any]:
     by_key = {(r["method"], r["seed"]): r for r in rows}
     videos = stages.run("videos", record_videos, args, trained["paths"], data, by_key, run_dir / "videos") if args.videos else []
     results = {
-        "args": asdict(args), "environment": {**environment(), "host_speed": host_speed()}, "demos": {"train": args.demos, "val": args.val_demos,
+        "args": asdict(args), "environment": {**environment(), "host_speed": speed}, "demos": {"train": args.demos, "val": args.val_demos,
                                                                        "frames": int(len(data.frames))},
         "encoder": {"kind": args.encoder, **{k: v for k, v in encoder_info.items() if k != "losses"},
                     "byol_losses": encoder_info.get("losses"), "config": asdict(encoder.config)},
