@@ -6,6 +6,7 @@ import imageio.v3 as iio
 import pytest
 
 from vinn_policy.evaluation import failure_auroc, paired_comparison, summarize, wilson_interval
+from vinn_policy.report import host_note
 from vinn_policy.video import TILE
 
 from .test_benchmarks import load_script
@@ -41,6 +42,12 @@ def test_summarize_rows():
     summary = summarize(rows)
     assert summary["methods"]["vinn"]["successes"] == 2 and summary["methods"]["bc"]["episodes"] == 3
     assert summary["paired"]["bc"]["only_a"] == 1
+
+
+def test_host_note_names_the_hosts_speed_and_is_empty_for_results_recorded_without_it():
+    note = host_note({"host_speed": {"read_bandwidth_gb_per_s": 16.55, "resnet18_84px_forward_ms": 20.49}})
+    assert note == " on a host with 16.6 GB/s memory reads and a 20.5 ms one-thread ResNet-18 forward pass (84 px)"
+    assert host_note({"date": "2026-11-27 14:11:51"}) == ""  # committed results made before the probe existed
 
 
 @pytest.mark.sim
