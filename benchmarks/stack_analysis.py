@@ -7,7 +7,9 @@ are found with each representation; then, from the privileged state recorded in 
 each neighbour's cube A (and cube B) offset from the gripper is from the query's, and how far their mean
 action is from the expert's. The oracles search by the true offsets: what nearest neighbours over these
 50 demonstrations could do at best. Then VINN itself (the benchmark's encoder and k) runs closed loop on
-the first evaluation seeds, and each episode's failure is read off the simulator's state.
+the first evaluation seeds, and each episode's failure is read off the simulator's state. Last, the same
+locally weighted regression runs closed loop over the privileged state instead of images (both cubes' offsets
+from the gripper and its finger joints): the success a perfect encoder would allow with these demonstrations.
 Writes benchmarks/results/stack/analysis.{json,md}.
 """
 
@@ -25,6 +27,7 @@ import torch.nn.functional as F
 from vinn_policy.demos.dataset import Demos, load_obs
 from vinn_policy.envs import make_env
 
+from vinn_policy.baselines import StateKNNPolicy, state_features
 from vinn_policy.benchmark import GRIPPER, BenchmarkArgs, build_encoder, choose_k
 from vinn_policy.encoder import Encoder
 from vinn_policy.pipeline import demo_path, ensure_demos
@@ -52,6 +55,9 @@ class Args:
     name: str = "analysis"
     episodes: int = 30
     """Closed-loop VINN episodes (the first evaluation seeds) whose failures are classified; 0 skips them."""
+    oracle_demos: tuple[int, ...] | None = None
+    """Database sizes of the closed-loop state oracle (default: --demos; its k is chosen on the validation
+    demos that follow each database); () skips it."""
     workers: int = 2
     smoke: bool = False
     """Seconds: run_stack.py's smoke sizes (4 demos at 32 px, 1 BYOL epoch)."""
@@ -79,34 +85,57 @@ def gripper_switches(gripper: np.ndarray) -> int:
     return int((np.diff(gripper > 0) != 0).sum())
 
 
-def closed_loop_failures(args: Args, bench: BenchmarkArgs, data: Demos, train: np.ndarray, val: np.ndarray, encoder: Encoder,
-                         k: int) -> dict:
-    """Run VINN on the first `args.episodes` evaluation seeds, recording the state, and classify each episode
-    (train, val: the database's and the validation demos' rows; the latter give the expert's gripper switches)."""
-    policy = VINNPolicy.fit(data.frames[train], data.actions[train], data.episode_ids[train], encoder=encoder, k=k, gripper_index=GRIPPER)
+CUBES = ("cubeA_pos", "cubeB_pos")
+STATE_KEYS = ("robot0_eef_pos", *CUBES, "robot0_gripper_qpos")
+
+
+def classified_rollouts(args: Args, bench: BenchmarkArgs, make_policy) -> dict:
+    """Run a policy on the first `args.episodes` evaluation seeds, recording the state, and classify each episode."""
     seeds = bench.eval_seeds()[: args.episodes]  # run_stack.py's first seeds
     make = functools.partial(make_env, "stack", image_size=bench.image_px, render_mode=None, horizon=bench.horizon)
     episodes, switches = {}, []
-    with tempfile.TemporaryDirectory() as tmp:
-        path = policy.save(Path(tmp) / "vinn")
-        for episode in rollouts(make, functools.partial(VINNPolicy.load, path), seeds, args.workers, record=True):
-            obs, grip = episode.obs, episode.actions[:, GRIPPER]
-            outcome, evidence = classify(obs["robot0_eef_pos"], obs["cubeA_pos"], obs["cubeB_pos"], grip, episode.success)
-            episodes[str(episode.seed)] = {"outcome": outcome, "steps": episode.steps, **evidence}
-            switches.append(gripper_switches(grip))
+    for episode in rollouts(make, make_policy, seeds, args.workers, record=True):
+        obs, grip = episode.obs, episode.actions[:, GRIPPER]
+        outcome, evidence = classify(obs["robot0_eef_pos"], obs["cubeA_pos"], obs["cubeB_pos"], grip, episode.success)
+        episodes[str(episode.seed)] = {"outcome": outcome, "steps": episode.steps, **evidence}
+        switches.append(gripper_switches(grip))
     counts = Counter(e["outcome"] for e in episodes.values())
+    return {"seeds": seeds, "episodes": episodes, "counts": {o: counts[o] for o in OUTCOMES},
+            "successes": counts[OUTCOMES[0]], "median_gripper_switches": float(np.median(switches))}
+
+
+def closed_loop_failures(args: Args, bench: BenchmarkArgs, data: Demos, train: np.ndarray, val: np.ndarray, encoder: Encoder,
+                         k: int) -> dict:
+    """VINN's episodes, classified (train, val: the database's and the validation demos' rows; the latter give
+    the expert's gripper switches)."""
+    policy = VINNPolicy.fit(data.frames[train], data.actions[train], data.episode_ids[train], encoder=encoder, k=k, gripper_index=GRIPPER)
+    with tempfile.TemporaryDirectory() as tmp:
+        result = classified_rollouts(args, bench, functools.partial(VINNPolicy.load, policy.save(Path(tmp) / "vinn")))
     expert = [gripper_switches(data.actions[data.episode_ids == e, GRIPPER]) for e in np.unique(data.episode_ids[val])]
-    return {"k": k, "seeds": seeds, "episodes": episodes, "counts": {o: counts[o] for o in OUTCOMES},
-            "median_gripper_switches": float(np.median(switches)), "expert_median_gripper_switches": float(np.median(expert))}
+    return {"k": k, **result, "expert_median_gripper_switches": float(np.median(expert))}
+
+
+def state_oracle(args: Args, bench: BenchmarkArgs, data: Demos, features: np.ndarray) -> dict:
+    """StateKNNPolicy closed loop over the first n demos for each n in args.oracle_demos (features: (N, 8) of data's rows)."""
+    runs = {}
+    for n in args.oracle_demos:
+        train = np.flatnonzero(data.episode_ids < n)
+        val = np.flatnonzero((data.episode_ids >= n) & (data.episode_ids < n + bench.val_demos))
+        k = choose_k(features, data, train, val)[0]
+        policy = functools.partial(StateKNNPolicy, features[train], data.actions[train], data.episode_ids[train], k, CUBES, GRIPPER)
+        runs[str(n)] = {"k": k, **classified_rollouts(args, bench, policy)}
+    return runs
 
 
 def main(args: Args) -> dict:
     bench = BenchmarkArgs(task="stack", demos=args.demos, episodes=args.episodes, cache_dir=args.cache_dir, data_dir=args.data_dir,
                           smoke=args.smoke)
     n_train = bench.demos
-    data = ensure_demos("stack", n_train + bench.val_demos, args.data_dir, image_size=bench.image_px)
-    path = demo_path("stack", args.data_dir, bench.image_px)
-    state = load_obs(path, ("robot0_eef_pos", "cubeA_pos", "cubeB_pos"), data.num_episodes)
+    args.oracle_demos = (n_train,) if args.oracle_demos is None else args.oracle_demos
+    everything = ensure_demos("stack", max(n_train, *args.oracle_demos) + bench.val_demos, args.data_dir, image_size=bench.image_px)
+    all_state = load_obs(demo_path("stack", args.data_dir, bench.image_px), STATE_KEYS, everything.num_episodes)
+    vinn_rows = np.flatnonzero(everything.episode_ids < n_train + bench.val_demos)
+    data, state = everything.select(range(n_train + bench.val_demos)), {key: v[vinn_rows] for key, v in all_state.items()}
     offset_a = (state["cubeA_pos"] - state["robot0_eef_pos"])[:, :2]  # (N, 2) m
     offset_b = (state["cubeB_pos"] - state["robot0_eef_pos"])[:, :2]
     train, val = np.flatnonzero(data.episode_ids < n_train), np.flatnonzero(data.episode_ids >= n_train)
@@ -158,6 +187,15 @@ def main(args: Args) -> dict:
                f"times per episode (median; the expert {loop['expert_median_gripper_switches']:.0f} times in the validation "
                f"demos). Per-episode evidence: analysis.json.\n\n" +
                markdown_table(["outcome", "episodes"], [[o, str(n)] for o, n in loop["counts"].items()]))
+    if args.episodes and args.oracle_demos:
+        result["state_oracle"] = oracle = state_oracle(args, bench, everything, state_features(all_state, CUBES))
+        md += (f"\n\n## What a perfect encoder would allow\n\nThe same locally weighted regression (softmin, gripper vote, "
+               f"k chosen on the {bench.val_demos} validation demos that follow the database) over the privileged state "
+               f"instead of images: cube A's and cube B's offsets from the gripper and the finger joints, in cm. Same "
+               f"{args.episodes} evaluation seeds, outcomes as above (VINN: its {loop['counts'][OUTCOMES[0]]} stacked).\n\n" +
+               markdown_table(["database", "k", "stacked", *OUTCOMES[1:], "gripper switches (median)"],
+                              [[f"{n} demos", str(r["k"]), f"{r['successes']}/{args.episodes}", *(str(r["counts"][o]) for o in OUTCOMES[1:]),
+                                f"{r['median_gripper_switches']:.0f}"] for n, r in oracle.items()]))
     write_results(args.out, args.name, result, md)
     print(md)
     return result

@@ -1,10 +1,10 @@
-"""Baselines: BC end-to-end and BC-rep learn, open-loop replays exactly, random is uniform; all save/load."""
+"""Baselines: BC end-to-end and BC-rep learn, open-loop replays exactly, random is uniform; all save/load. The state oracle."""
 
 import numpy as np
 import pytest
 
 from vinn_policy import ArtefactError, Encoder, EncoderConfig
-from vinn_policy.baselines import OpenLoopPolicy, RandomPolicy, load_policy
+from vinn_policy.baselines import OpenLoopPolicy, RandomPolicy, StateKNNPolicy, load_policy, state_features
 from vinn_policy.bc import BCConfig, BCPolicy
 
 from .conftest import make_episodes, runs_channels_last
@@ -87,3 +87,20 @@ def test_bc_bad_input(data):
         BCPolicy.fit_on_features(frames, actions[:-1], eps, Encoder(EncoderConfig(image_size=32)), BCConfig(**TINY))
     with pytest.raises(ValueError, match="Invalid BCConfig"):
         BCConfig(lr=0)
+
+
+def test_state_oracle_features_are_offsets_from_the_gripper_and_it_acts_as_its_nearest_state():
+    rng = np.random.default_rng(0)
+    obs = {key: rng.normal(size=(20, 3)) for key in ("robot0_eef_pos", "cubeA_pos", "cubeB_pos")}
+    obs["robot0_gripper_qpos"] = rng.normal(size=(20, 2))
+    features = state_features(obs, ("cubeA_pos", "cubeB_pos"))
+    assert features.shape == (20, 8)
+    assert np.allclose(features[3], 100 * np.r_[obs["cubeA_pos"][3] - obs["robot0_eef_pos"][3],
+                                                obs["cubeB_pos"][3] - obs["robot0_eef_pos"][3], obs["robot0_gripper_qpos"][3]], atol=1e-3)
+    actions = np.c_[rng.uniform(-1, 1, (20, 3)), np.where(rng.random(20) > 0.5, 1.0, -1.0)].astype(np.float32)
+    oracle = StateKNNPolicy(features, actions, np.arange(20) // 5, k=1, objects=("cubeA_pos", "cubeB_pos"), gripper_index=3)
+    oracle.reset(seed=1)
+    # Moving the gripper and both cubes together leaves every offset, so the nearest state, unchanged.
+    moved = {key: v[3] + (0.0 if key == "robot0_gripper_qpos" else 0.3) for key, v in obs.items()}
+    assert np.allclose(oracle.act(moved), actions[3])
+    assert oracle.uses_images is False  # rollouts need not render the camera for it

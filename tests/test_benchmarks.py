@@ -148,3 +148,6 @@ def test_stack_analysis_smoke(tmp_path):
     assert "| BYOL (VINN's encoder) |" in (tmp_path / "analysis.md").read_text()
     loop = data["closed_loop"]  # VINN's own episodes, each classified once
     assert sum(loop["counts"].values()) == len(loop["seeds"]) == 2 and {e["outcome"] for e in loop["episodes"].values()} <= set(loop["counts"])
+    oracle = data["state_oracle"]["4"]  # the smoke preset's 4 demos
+    assert oracle["seeds"] == loop["seeds"] and sum(oracle["counts"].values()) == 2 and oracle["successes"] == oracle["counts"]["stacked"]
+    assert "## What a perfect encoder would allow" in (tmp_path / "analysis.md").read_text()
