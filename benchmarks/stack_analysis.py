@@ -1,6 +1,7 @@
 """Why VINN fails stack: do the nearest demonstration frames put cube A where it really is?
 
-    python benchmarks/stack_analysis.py        # ~5 min with the benchmark's cached encoder (30 rollouts)
+    python benchmarks/stack_analysis.py        # ~7 min with the benchmark's cached encoder (30 rollouts + the oracle's)
+    python benchmarks/stack_analysis.py --oracle-demos 50 100 300             # the committed analysis (~9 min)
 
 For the approach frames (the first 12 steps) of the validation demonstrations, the k nearest training frames
 are found with each representation; then, from the privileged state recorded in the demo file, how far
