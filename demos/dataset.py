@@ -28,6 +28,7 @@ import h5py
 import numpy as np
 from numpy.typing import NDArray
 
+from vinn_policy.artefact import usual_permissions
 from vinn_policy.rollout import Episode
 
 
@@ -109,6 +110,7 @@ def write_demos(path: str | Path, episodes: Iterable[Episode], env_args: dict[st
             data.attrs["env_args"] = json.dumps(env_args)
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
+        usual_permissions(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

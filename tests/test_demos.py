@@ -1,6 +1,8 @@
 """Demonstration files: HDF5 round trip, atomic append, validation errors, robomimic datasets, collection."""
 
 import json
+import os
+import stat
 
 import h5py
 import numpy as np
@@ -71,6 +73,15 @@ def test_append_keeps_existing_demos_and_refuses_other_settings(tmp_path):
     with pytest.raises(DemoFileError, match="Cannot append"):
         write_demos(path, [fake_episode(3)], {**ENV_ARGS, "env_kwargs": {"image_size": 84}}, append=True)
     assert load_demos(path).seeds == [0, 1, 2]
+
+
+def test_demo_files_get_the_usual_permissions_not_owner_only(tmp_path):
+    umask = os.umask(0o022)
+    try:
+        write_demos(tmp_path / "door.hdf5", [fake_episode(0)], ENV_ARGS)
+    finally:
+        os.umask(umask)
+    assert stat.S_IMODE((tmp_path / "door.hdf5").stat().st_mode) == 0o644
 
 
 def test_crash_while_appending_leaves_the_old_file_intact(tmp_path):

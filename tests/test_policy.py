@@ -1,6 +1,8 @@
 """VINNPolicy: fit, act on images and dict observations, save/load, bad input and corrupted artefacts."""
 
 import json
+import os
+import stat
 
 import numpy as np
 import pytest
@@ -9,7 +11,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from vinn_policy import ArtefactError, VINNPolicy
-from vinn_policy.artefact import META_FILE, WEIGHTS_FILE
+from vinn_policy.artefact import META_FILE, WEIGHTS_FILE, atomic_write_text
 
 
 @pytest.fixture
@@ -77,6 +79,18 @@ def test_corrupted_truncated_and_foreign_artefacts_are_refused(tmp_path, policy)
         VINNPolicy.load(path)
     with pytest.raises(ArtefactError, match="not a saved"):
         VINNPolicy.load(tmp_path / "nothing")
+
+
+def test_saved_artefacts_and_reports_get_the_usual_permissions_not_owner_only(tmp_path, policy):
+    umask = os.umask(0o022)  # atomic writes go through mkstemp / mkdtemp, which make owner-only files
+    try:
+        saved = policy.save(tmp_path / "vinn")
+        atomic_write_text(tmp_path / "report.md", "# report")
+    finally:
+        os.umask(umask)
+    assert stat.S_IMODE(saved.stat().st_mode) == 0o755
+    assert {stat.S_IMODE(f.stat().st_mode) for f in saved.iterdir()} == {0o644}
+    assert stat.S_IMODE((tmp_path / "report.md").stat().st_mode) == 0o644
 
 
 def test_interrupted_save_keeps_the_previous_artefact(tmp_path, policy, episodes, monkeypatch):

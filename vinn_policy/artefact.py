@@ -41,6 +41,13 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def usual_permissions(path: str | Path) -> None:
+    """Give a file or folder from mkstemp / mkdtemp (owner-only) the permissions open() / mkdir() would."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, (0o777 if Path(path).is_dir() else 0o666) & ~umask)
+
+
 def atomic_write_text(path: str | Path, text: str) -> None:
     """Write `text` to `path` via a temporary file in the same folder and an atomic rename."""
     path = Path(path)
@@ -51,6 +58,7 @@ def atomic_write_text(path: str | Path, text: str) -> None:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
+        usual_permissions(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -68,9 +76,11 @@ def save_artefact(path: str | Path, kind: str, tensors: dict[str, torch.Tensor],
     path.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
     try:
+        usual_permissions(staging)
         weights = staging / WEIGHTS_FILE
         # safetensors refuses non-contiguous or shared-memory tensors; clone makes each one standalone.
         save_file({name: t.detach().cpu().contiguous().clone() for name, t in tensors.items()}, str(weights))
+        usual_permissions(weights)  # safetensors, too, writes owner-only files
         header = {
             "kind": kind,
             "format_version": FORMAT_VERSION,
