@@ -104,3 +104,5 @@ def test_state_oracle_features_are_offsets_from_the_gripper_and_it_acts_as_its_n
     moved = {key: v[3] + (0.0 if key == "robot0_gripper_qpos" else 0.3) for key, v in obs.items()}
     assert np.allclose(oracle.act(moved), actions[3])
     assert oracle.uses_images is False  # rollouts need not render the camera for it
+    with pytest.raises(ValueError, match=r"privileged observation keys \['cubeB_pos'\]"):
+        oracle.act({key: v[3] for key, v in obs.items() if key != "cubeB_pos"})

@@ -14,6 +14,7 @@ import torch
 from numpy.typing import NDArray
 
 from vinn_policy.artefact import META_FILE, ArtefactError, load_artefact, require_keys, save_artefact
+from vinn_policy.database import EmbeddingDatabase
 from vinn_policy.encoder import check_images, to_unit_tensor
 from vinn_policy.policy import extract_images
 
@@ -108,6 +109,9 @@ class RandomPolicy:
 def state_features(obs: dict[str, NDArray], objects: tuple[str, ...]) -> NDArray[np.float32]:
     """(..., 3 * len(objects) + 2) the state oracle's embedding, in cm: each object position relative to the
     gripper (robot0_eef_pos), then the finger joints (robot0_gripper_qpos)."""
+    missing = [key for key in ("robot0_eef_pos", *objects, "robot0_gripper_qpos") if key not in obs]
+    if missing:
+        raise ValueError(f"The state oracle needs the privileged observation keys {missing}; got {sorted(obs)}.")
     eef = np.asarray(obs["robot0_eef_pos"])
     parts = [np.asarray(obs[key]) - eef for key in objects] + [np.asarray(obs["robot0_gripper_qpos"])]
     return (100 * np.concatenate(parts, -1)).astype(np.float32)
@@ -122,8 +126,6 @@ class StateKNNPolicy:
 
     def __init__(self, features: NDArray, actions: NDArray, episode_ids: NDArray, k: int, objects: tuple[str, ...],
                  gripper_index: int | None = None) -> None:
-        from vinn_policy.database import EmbeddingDatabase
-
         self.database = EmbeddingDatabase(features, actions, episode_ids, gripper_index=gripper_index, index="exact")
         self.k, self.objects = k, objects
 
