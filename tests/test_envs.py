@@ -145,6 +145,29 @@ def test_a_policy_that_never_looks_gets_the_same_episode_without_rendering():
         env.close()
 
 
+def test_open_loop_stops_rendering_once_it_has_chosen_and_gets_the_same_episode():
+    from vinn_policy.baselines import OpenLoopPolicy, thumbnails
+
+    env = make_env("door", image_size=48, horizon=30)
+    try:
+        first = env.reset(seed=5)[0]["image"]
+        replayed = np.random.default_rng(0).uniform(-1, 1, (20, 4)).astype(np.float32)
+        policy = OpenLoopPolicy(thumbnails(np.stack([first, 255 - first])), [replayed, -replayed])
+        switched, switch = [], env.unwrapped.set_camera_obs
+        env.unwrapped.set_camera_obs = lambda on: (switched.append(on), switch(on))
+        sparing = run_episode(env, policy, seed=5)
+        sparing_end = env.unwrapped.sim_state()
+        assert switched == [False, True]  # off after the first act(), back on after the episode
+        assert policy.demo == 0
+        seen = run_episode(env, policy, seed=5, record=True)  # record keeps the camera on throughout
+        assert switched == [False, True]
+        np.testing.assert_array_equal(seen.actions[:20], replayed)
+        assert (sparing.success, sparing.steps) == (seen.success, seen.steps) == (False, 30)
+        np.testing.assert_array_equal(sparing_end, env.unwrapped.sim_state())
+    finally:
+        env.close()
+
+
 @pytest.mark.parametrize("task", ["push", "stack"])
 def test_the_wrist_camera_sees_the_same_pixels_without_the_arm_and_videos_still_show_it(task):
     from vinn_policy.envs.robosuite_env import HIDDEN_GROUP

@@ -52,6 +52,11 @@ class OpenLoopPolicy:
         self.demo: int | None = None
         self.t = 0
 
+    @property
+    def uses_images(self) -> bool:
+        """Only until the first act() has chosen the demonstration; rollouts then stop rendering the camera."""
+        return self.demo is None
+
     def choose(self, first_image: NDArray[np.uint8]) -> int:
         """Index of the demonstration to replay for an episode starting with `first_image`."""
         return int(np.argmin(((self.first_frames - thumbnails(first_image)) ** 2).sum(1)))

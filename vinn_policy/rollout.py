@@ -70,33 +70,52 @@ def run_episode(
         trace: `trace(policy)` after each act() -> a dict kept in `episode.trace` (e.g. VINN's uncertainty and
             neighbours); None results are dropped. Must be picklable to run in worker processes.
     """
-    blind = not getattr(policy, "uses_images", True) and not record and hasattr(env.unwrapped, "set_camera_obs")
-    if blind:  # the policy never looks: skip rendering its camera
-        env.unwrapped.set_camera_obs(False)
+    # A policy that is not looking (uses_images False, e.g. random, or open-loop once it has chosen its
+    # demonstration) gets no camera image: rendering is most of a step's cost and the physics ignores it.
+    camera = _CameraSwitch(env) if not record and hasattr(env.unwrapped, "set_camera_obs") else None
     # One torch thread, as in every worker: a CPU convolution's sums depend on the thread count, and a
     # last-bit difference in one action can change a closed-loop episode (a video or --replay would then
     # not reproduce the evaluation).
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        return _run_episode(env, policy, seed, action_noise, record, render, annotate, trace)
+        return _run_episode(env, policy, seed, action_noise, record, render, annotate, trace, camera)
     finally:
         torch.set_num_threads(threads)
-        if blind:
-            env.unwrapped.set_camera_obs(True)
+        if camera is not None:
+            camera.set(True)
 
 
-def _run_episode(env, policy, seed, action_noise, record, render, annotate, trace) -> Episode:
+class _CameraSwitch:
+    """Turns the env's camera observation on or off, touching robosuite only when that changes."""
+
+    def __init__(self, env: Any) -> None:
+        self.env, self.on = env.unwrapped, True
+
+    def follow(self, policy: Policy) -> None:
+        self.set(getattr(policy, "uses_images", True))
+
+    def set(self, on: bool) -> None:
+        if on != self.on:
+            self.env.set_camera_obs(on)
+            self.on = on
+
+
+def _run_episode(env, policy, seed, action_noise, record, render, annotate, trace, camera) -> Episode:
     start = time.perf_counter()
     noise_rng = np.random.default_rng([seed, 7919])
-    obs, info = env.reset(seed=seed)
     policy.reset(seed=seed)  # stochastic policies derive their episode randomness from the seed
+    if camera is not None:
+        camera.follow(policy)
+    obs, info = env.reset(seed=seed)
     rows: dict[str, list] = {"actions": [], "executed": [], "rewards": [], "dones": [], "states": []}
     obs_rows: dict[str, list] = {k: [] for k in obs} if record else {}
     frames, blank = [], None
     steps, first_success, done, traced = 0, None, False, []
     while not done:
         action = np.asarray(policy.act(obs), dtype=np.float32)
+        if camera is not None:
+            camera.follow(policy)
         if render:  # the scene the policy saw, above what it made of it (e.g. VINN's neighbours)
             strip = annotate(obs, policy) if annotate is not None else None
             if strip is None and blank is not None:
