@@ -33,7 +33,7 @@ def main(args: Args) -> dict:
     found = {t: json.loads((root / t / "results.json").read_text()) for t in args.tasks if (root / t / "results.json").exists()}
     if not found:
         raise SystemExit(f"No results.json under {root}/{{{','.join(args.tasks)}}}; run benchmarks/run_<task>.py first.")
-    methods = list(dict.fromkeys(m for r in found.values() for m in r["summary"]["methods"]))
+    methods = list(dict.fromkeys(m for r in found.values() for m in (*r["args"]["methods"], *r["summary"]["methods"])))  # run order
     table = markdown_table(["method", *found], [[NAMES.get(m, m), *[success_cell(r["summary"]["methods"][m]) if m in r["summary"]["methods"]
                                                                     else "–" for r in found.values()]] for m in methods])
     runs = markdown_table(["task", "episodes / method", "train demos", "VINN k", "encoder", "wall time (min)", "of which sweeps (min)"], [

@@ -3,6 +3,7 @@
 import json
 import os
 import stat
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -111,6 +112,39 @@ def test_interrupted_save_keeps_the_previous_artefact(tmp_path, policy, episodes
     assert [p.name for p in tmp_path.iterdir()] == ["vinn"]  # no staging debris
 
 
+def test_a_save_over_an_artefact_swaps_it_atomically_or_says_where_the_old_one_is(tmp_path, policy, episodes, monkeypatch):
+    import vinn_policy.artefact as artefact
+
+    frames = episodes[0]
+    path = policy.save(tmp_path / "vinn")
+    before = policy.act_batch(frames)
+    swaps = []
+    exchange = artefact._exchange
+    monkeypatch.setattr(artefact, "_exchange", lambda a, b: swaps.append(exchange(a, b)) or swaps[-1])
+    policy.save(path)
+    assert swaps == [True]  # renameat2 on this filesystem: no moment without an artefact at `path`
+    assert [p.name for p in tmp_path.iterdir()] == ["vinn"]
+
+    # Without the exchange: a crash between the two renames leaves the previous artefact aside, and load says where.
+    monkeypatch.setattr(artefact, "_exchange", lambda a, b: False)
+    renames, replace = [], os.replace
+
+    def crash_on_second(src, dst):
+        renames.append(dst)
+        if len(renames) == 2:
+            raise KeyboardInterrupt("power cut between the renames")
+        replace(src, dst)
+
+    monkeypatch.setattr(artefact.os, "replace", crash_on_second)
+    with pytest.raises(KeyboardInterrupt):
+        policy.save(path)
+    monkeypatch.undo()
+    with pytest.raises(ArtefactError, match=r"interrupted; the previous artefact is .*\.vinn\.old-\d+: rename it"):
+        VINNPolicy.load(path)
+    os.replace(renames[0], path)
+    np.testing.assert_array_equal(VINNPolicy.load(path).act_batch(frames), before)
+
+
 @pytest.mark.parametrize(
     "kwargs, match",
     [({"k": 0}, "k must be an integer >= 1"), ({"temperature": -1.0}, "temperature"), ({"temperature": float("nan")}, "temperature"),
@@ -119,6 +153,16 @@ def test_interrupted_save_keeps_the_previous_artefact(tmp_path, policy, episodes
 def test_bad_policy_settings(episodes, tiny_encoder, kwargs, match):
     with pytest.raises(ValueError, match=match):
         VINNPolicy.fit(*episodes, encoder=tiny_encoder, **kwargs)
+
+
+def test_numpy_k_and_a_negative_gripper_index_mean_what_they_say(tmp_path, policy, episodes, tiny_encoder):
+    frames, actions, eps = episodes
+    same = VINNPolicy.fit(frames, actions, eps, encoder=tiny_encoder, k=np.int64(3), temperature=np.float32(1.0), gripper_index=-1)
+    assert same.config == policy.config and type(same.config.k) is int  # gripper_index -1 -> 3, the last dimension
+    np.testing.assert_array_equal(same.act_batch(frames), policy.act_batch(frames))
+    assert VINNPolicy.load(same.save(tmp_path / "vinn")).config == policy.config  # config.json holds plain numbers
+    with pytest.raises(ValueError, match=r"config.gripper_index \(2\) must match the database's gripper_index \(3\)"):
+        VINNPolicy(policy.encoder, policy.database, replace(policy.config, gripper_index=2))
 
 
 def test_bad_training_data(episodes, tiny_encoder):

@@ -1,6 +1,7 @@
 """Rollouts: an episode is the same in this process and in a worker process."""
 
 import functools
+import os
 
 import numpy as np
 import pytest
@@ -39,3 +40,15 @@ def test_an_episode_in_this_process_equals_the_same_seed_in_a_worker():
     there = next(run_jobs(make, [("p", EmbeddingPolicy, 3), ("p", EmbeddingPolicy, 4)], workers=2, record=True))
     np.testing.assert_array_equal(here.actions, there.actions)
     np.testing.assert_array_equal(here.states, there.states)
+
+
+def process_id(policy) -> dict:
+    return {"pid": os.getpid()}
+
+
+@pytest.mark.sim
+def test_isolate_runs_even_a_single_job_in_a_worker_process():
+    make = functools.partial(make_env, "door", image_size=48, horizon=2)
+    episodes = list(run_jobs(make, [("p", EmbeddingPolicy, 3)], isolate=True, trace=process_id))
+    assert len(episodes) == 1 and {t["pid"] for t in episodes[0].trace} != {os.getpid()}
+    assert list(run_jobs(make, [], workers=2, isolate=True)) == []

@@ -54,6 +54,13 @@ def test_ivf_with_fewer_rows_than_k_in_the_visited_cells_still_returns_k():
     assert (i >= 0).all() and i.shape == (5, 200)
 
 
+def test_ivf_over_a_single_long_demonstration_tunes_among_its_own_frames():
+    keys = torch.from_numpy(trajectories(episodes=1, frames=2000))  # one episode: no other to search among
+    queries = torch.from_numpy(trajectories(episodes=2, frames=20, seed=4))
+    index = SearchIndex(keys, "ivf", episode_ids=np.zeros(len(keys), np.int64))
+    assert recall(index.search(queries, 10)[1], knn(queries, keys, 10)[1]) >= 0.9
+
+
 def test_auto_switches_to_ivf_at_the_documented_size(monkeypatch):
     keys = torch.from_numpy(trajectories())
     assert SearchIndex(keys, "auto").kind == "exact"

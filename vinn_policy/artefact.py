@@ -12,6 +12,8 @@ Every saved object (encoder, VINN policy, BYOL checkpoint, baselines) goes throu
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import hashlib
 import json
 import os
@@ -68,9 +70,10 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 def save_artefact(path: str | Path, kind: str, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> Path:
     """Save `tensors` (safetensors) and `meta` (JSON) as the artefact directory `path`, atomically.
 
-    The new directory is fully written under a temporary name first; only then is an existing artefact at
-    `path` moved aside and the new one renamed into place, so a crash at any point keeps a complete
-    artefact on disk (the old one until the final rename).
+    The new directory is fully written and synced under a temporary name first, then swapped with an
+    existing artefact at `path` in one atomic exchange (Linux), so a crash at any point keeps a complete
+    artefact at `path`. Without renameat2 the old one is renamed aside first; a crash between the two
+    renames leaves it as `.<name>.old-<pid>` next to `path`, and loading says so.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -88,18 +91,44 @@ def save_artefact(path: str | Path, kind: str, tensors: dict[str, torch.Tensor],
             **meta,
         }
         (staging / META_FILE).write_text(json.dumps(header, indent=2, sort_keys=True))
-        old = None
-        if path.exists():
+        for p in (weights, staging / META_FILE, staging):  # on disk before the swap, not only in the page cache
+            _fsync(p)
+        if not path.exists():
+            os.replace(staging, path)
+        elif _exchange(staging, path):  # staging now holds the previous artefact
+            shutil.rmtree(staging, ignore_errors=True)
+        else:  # no atomic exchange here: a crash between these renames leaves the previous one at `old`
             old = path.parent / f".{path.name}.old-{os.getpid()}"
             shutil.rmtree(old, ignore_errors=True)
             os.replace(path, old)
-        os.replace(staging, path)
-        if old is not None:
+            os.replace(staging, path)
             shutil.rmtree(old, ignore_errors=True)
+        _fsync(path.parent)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return path
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths in one atomic step (Linux renameat2 RENAME_EXCHANGE); False where that is unavailable."""
+    renameat2 = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)
+    if renameat2 is None:
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    if ctypes.get_errno() in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):  # filesystem or kernel without it
+        return False
+    raise OSError(ctypes.get_errno(), f"Could not swap {a} into {b}: {os.strerror(ctypes.get_errno())}")
 
 
 def load_artefact(path: str | Path, kind: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -115,7 +144,9 @@ def load_artefact(path: str | Path, kind: str) -> tuple[dict[str, torch.Tensor],
     path = Path(path)
     meta_path, weights_path = path / META_FILE, path / WEIGHTS_FILE
     if not path.is_dir():
-        raise ArtefactError(f"{path} is not a saved {kind} directory (expected a folder with {META_FILE}).")
+        leftover = sorted(path.parent.glob(f".{path.name}.old-*")) if not path.exists() else []
+        hint = f" A save was interrupted; the previous artefact is {leftover[-1]}: rename it to {path}." if leftover else ""
+        raise ArtefactError(f"{path} is not a saved {kind} directory (expected a folder with {META_FILE}).{hint}")
     for p in (meta_path, weights_path):
         if not p.is_file():
             raise ArtefactError(f"{path} is incomplete: {p.name} is missing (expected {META_FILE} + {WEIGHTS_FILE}).")

@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -47,10 +48,13 @@ class VINNConfig:
     """Embedding storage, "float32" or "float16" (half the memory; its effect on actions is in perf.md)."""
 
     def __post_init__(self) -> None:
-        if not isinstance(self.k, int) or isinstance(self.k, bool) or self.k < 1:
+        # numpy scalars are welcome (k = np.argmin(curve) + 1) and stored as Python numbers for config.json
+        if not isinstance(self.k, numbers.Integral) or isinstance(self.k, bool) or self.k < 1:
             raise ValueError(f"k must be an integer >= 1; got {self.k!r}.")
-        if not (isinstance(self.temperature, (int, float)) and np.isfinite(self.temperature) and self.temperature > 0):
+        if not (isinstance(self.temperature, numbers.Real) and not isinstance(self.temperature, bool)
+                and np.isfinite(self.temperature) and self.temperature > 0):
             raise ValueError(f"temperature must be a finite number > 0; got {self.temperature!r}.")
+        self.k, self.temperature = int(self.k), float(self.temperature)
         if self.mode_selection not in MODE_SELECTIONS:
             raise ValueError(f"mode_selection must be one of {MODE_SELECTIONS}; got {self.mode_selection!r}.")
         if not isinstance(self.image_key, str) or not self.image_key:
@@ -98,11 +102,15 @@ class VINNPolicy:
     def __init__(self, encoder: Encoder, database: EmbeddingDatabase, config: VINNConfig | None = None) -> None:
         self.encoder = encoder
         self.database = database
-        self.config = config or VINNConfig(gripper_index=database.gripper_index, index=database.index_kind, storage=database.storage)
+        config = config or VINNConfig(gripper_index=database.gripper_index, index=database.index_kind, storage=database.storage)
+        if config.gripper_index is not None and -database.action_dim <= config.gripper_index < 0:
+            config = replace(config, gripper_index=config.gripper_index + database.action_dim)  # -1: the last, as the database reads it
+        self.config = config
         if database.embedding_dim != encoder.feature_dim:
             raise ValueError(f"Database embeddings are {database.embedding_dim}-d but the encoder gives {encoder.feature_dim}-d.")
         if database.gripper_index != self.config.gripper_index:
-            raise ValueError("config.gripper_index must match the database's gripper_index.")
+            raise ValueError(f"config.gripper_index ({self.config.gripper_index}) must match the database's "
+                             f"gripper_index ({database.gripper_index}).")
         if (database.index_kind, database.storage) != (self.config.index, self.config.storage):
             raise ValueError(f"config (index={self.config.index!r}, storage={self.config.storage!r}) must match the database's "
                              f"(index={database.index_kind!r}, storage={database.storage!r}).")

@@ -151,6 +151,10 @@ def write_report(out: str | Path, results: dict[str, Any]) -> None:
     out = Path(out)
     args = results["args"]
     summary = results["summary"]
+    # Methods in the order they were run (a results.json written with sorted keys has lost it).
+    rank = {m: i for i, m in enumerate(args["methods"])}
+    summary = {**summary, **{key: dict(sorted(summary[key].items(), key=lambda kv: rank.get(kv[0], len(rank))))
+                             for key in ("methods", "paired")}}
     title = f"{args['task']}: {args['episodes']} episodes per method"
     md = [f"# Closed-loop benchmark: {args['task']}\n",
           f"{results['environment']['date']} · {args['demos']} training demos (+{results['demos']['val']} validation) · "
@@ -167,7 +171,9 @@ def write_report(out: str | Path, results: dict[str, Any]) -> None:
         md += ["\n## Does VINN know when it will fail?\n",
                "Per step, VINN's uncertainty is the neighbours' weighted distance plus their action spread, each divided by "
                "its median over the demonstrations (leave one episode out), so ~2 is typical in distribution. An episode's "
-               "score is its maximum or mean; AUROC is how well that score separates failed from successful episodes.\n",
+               "score is its maximum or mean; AUROC is how well that score separates failed from successful episodes. "
+               "Failures run to the horizon and successes stop early, so a failure's maximum is taken over more steps; "
+               "the mean is not lengthened that way.\n",
                uncertainty_table(summary), "\n![uncertainty](uncertainty.png)\n"]
     if results.get("diagnostics"):
         md += ["\n## Do VINN's assumptions hold here?\n",
@@ -179,8 +185,11 @@ def write_report(out: str | Path, results: dict[str, Any]) -> None:
             [k, _pct(s["success_rate"]), f"[{_pct(s['wilson_95'][0])}, {_pct(s['wilson_95'][1])}]"] for k, s in results["sweeps"]["k"].items()])]
     if results["sweeps"].get("demos"):
         sweep = results["sweeps"]["demos"]
-        methods = list(next(iter(sweep.values()))["summary"])
-        md += ["\n## Success vs number of demonstrations\n", markdown_table(["demos", *[NAMES.get(m, m) for m in methods]], [
+        methods = sorted(next(iter(sweep.values()))["summary"], key=lambda m: rank.get(m, len(rank)))
+        md += ["\n## Success vs number of demonstrations\n",
+               f"VINN with n demos is the main database without its later episodes: its encoder (BYOL, self-supervised on all "
+               f"{args['demos']} demos' frames) and k are the main run's, and BC-rep keeps that encoder too. BC end-to-end and "
+               "BC-rep's head are trained on the n demos alone.\n", markdown_table(["demos", *[NAMES.get(m, m) for m in methods]], [
             [n, *[f"{_pct(v['summary'][m]['success_rate'])} [{_pct(v['summary'][m]['wilson_95'][0])}, "
                   f"{_pct(v['summary'][m]['wilson_95'][1])}]" for m in methods]] for n, v in sweep.items()]),
                "\n![demos](demos.png)\n"]
@@ -191,7 +200,7 @@ def write_report(out: str | Path, results: dict[str, Any]) -> None:
         md += ["\nVideos (not committed): " + ", ".join(f"`{v['file']}`" for v in results["videos"]) +
                (" — each reproduces its evaluation episode." if all(v["reproduces_evaluation"] for v in results["videos"])
                 else " — WARNING: some did not reproduce their evaluation episode.")]
-    atomic_write_text(out / "results.json", json.dumps(results, indent=2, sort_keys=True))
+    atomic_write_text(out / "results.json", json.dumps(results, indent=2))  # key order = run order
     atomic_write_text(out / "report.md", "\n".join(md) + "\n")
     plot_success(summary, out / "success.png", title)
     plot_k(results, out / "k.png")

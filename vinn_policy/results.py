@@ -70,7 +70,9 @@ def time_calls(fn: Callable[[], object], repeats: int, warmup: int = 3) -> dict[
 
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     def fmt(x: object) -> str:
-        return f"{x:.3g}" if isinstance(x, float) else str(x)
+        if isinstance(x, float):
+            return f"{x:.0f}" if 1e3 <= abs(x) < 1e15 else f"{x:.3g}"  # 1772, not 1.77e+03
+        return str(x)
 
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(fmt(x) for x in row) + " |" for row in rows]

@@ -192,7 +192,9 @@ def run_jobs(
     """
     if workers < 1:
         raise ValueError(f"workers must be >= 1; got {workers}.")
-    if (workers == 1 and not isolate) or len(jobs) <= 1:
+    if not jobs:
+        return
+    if not isolate and (workers == 1 or len(jobs) == 1):
         env, policies = make_env(), {}
         try:
             for key, make_policy, seed in jobs:

@@ -115,6 +115,8 @@ def tune_nprobe(index, embeddings: torch.Tensor, nlist: int, seed: int = 0, epis
     among the other episodes (every row is its own episode if none are given)."""
     n = len(embeddings)
     groups = np.arange(n) if episode_ids is None else np.unique(np.asarray(episode_ids), return_inverse=True)[1]
+    if groups.max() == 0:  # one episode: no other episode to search among, so every row is its own
+        groups = np.arange(n)
     rows = np.sort(np.random.default_rng(seed + 1).choice(n, min(queries, n), replace=False))
     q = np.ascontiguousarray(embeddings[rows].float().numpy())
     truth = knn_other_groups(rows, embeddings, k, groups, chunk=50)[1].numpy()
