@@ -1,6 +1,7 @@
 """Scripted experts and simulator speed: success over many seeds, env steps/s, demo collection time.
 
-    python benchmarks/experts.py              # 100 seeds per task; writes benchmarks/results/experts.{json,md}
+    python benchmarks/experts.py              # 100 seeds per task; writes runs/experts/experts.{json,md}
+    python benchmarks/experts.py --out benchmarks/results   # refreshes the committed table
     python benchmarks/experts.py --smoke
 """
 
@@ -15,7 +16,7 @@ import numpy as np
 import tyro
 from vinn_policy.demos.collect import CollectArgs, collect
 from vinn_policy.demos.experts import make_expert
-from vinn_policy.envs import make_env, task_spec
+from vinn_policy.envs import HORIZONS, make_env
 
 from vinn_policy.results import environment, markdown_table, write_results
 from vinn_policy.rollout import rollouts
@@ -33,13 +34,14 @@ class Args:
     demos: int = 50
     """Demonstrations collected (2 workers) for the collection-time figure."""
     image_size: int = 84
-    out: str = "benchmarks/results"
+    out: str = "runs/experts"
+    """Report folder; --out benchmarks/results refreshes the committed experts.md."""
     name: str = "experts"
     smoke: bool = False
 
 
 def success_rate(task: str, seeds: int, noise: float, image_size: int) -> dict:
-    make = functools.partial(make_env, task, image_size=image_size, render_mode=None)
+    make = functools.partial(make_env, task, image_size=image_size, privileged=True)  # experts steer by object state
     eps = list(rollouts(make, functools.partial(make_expert, task), range(seeds), workers=2, action_noise=noise))
     lengths = [e.steps for e in eps if e.success]
     return {"noise": noise, "episodes": seeds, "successes": sum(e.success for e in eps),
@@ -49,7 +51,7 @@ def success_rate(task: str, seeds: int, noise: float, image_size: int) -> dict:
 
 def steps_per_second(task: str, workers: int, episodes: int, image_size: int) -> float:
     """Steady-state env steps/s with camera and expert (process start-up and the first episodes excluded)."""
-    make = functools.partial(make_env, task, image_size=image_size, render_mode=None)
+    make = functools.partial(make_env, task, image_size=image_size, privileged=True)
     arrivals = []
     for e in rollouts(make, functools.partial(make_expert, task), range(500, 500 + episodes), workers=workers):
         arrivals.append((time.perf_counter(), e.steps))
@@ -69,7 +71,7 @@ def main(args: Args) -> dict:
         with tempfile.TemporaryDirectory() as tmp:
             report = collect(CollectArgs(task=task, episodes=args.demos, out=f"{tmp}/{task}.hdf5", noise=args.noise,
                                          image_size=args.image_size, workers=2), progress=False)
-        rows[task] = {"horizon": task_spec(task).horizon, "no_noise": clean, "with_noise": noisy,
+        rows[task] = {"horizon": HORIZONS[task], "no_noise": clean, "with_noise": noisy,
                       "steps_per_s": {"1_process": speed[1], "2_processes": speed[2]},
                       "collect": {"demos": report.kept, "failures": report.failures, "seconds": report.seconds},
                       "seconds": time.perf_counter() - t0}

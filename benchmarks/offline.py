@@ -1,6 +1,7 @@
 """The paper's offline table: held-out action error of VINN and the baselines on door, push and stack.
 
-    python benchmarks/offline.py                  # CPU defaults; writes benchmarks/results/offline.{json,md,png}
+    python benchmarks/offline.py                  # CPU defaults; writes runs/offline/offline.{json,md,png}
+    python benchmarks/offline.py --out benchmarks/results   # refreshes the committed table
     python benchmarks/offline.py --smoke          # a minute, for tests
     python benchmarks/offline.py --imagenet-weights ~/resnet18-f37072fd.pth   # adds the ImageNet kNN row
 """
@@ -39,7 +40,8 @@ class Args:
     """Local torchvision ResNet-18 ImageNet file; adds the ImageNet kNN row (never downloaded)."""
     data_dir: str = "data"
     cache_dir: str = "runs/cache"
-    out: str = "benchmarks/results"
+    out: str = "runs/offline"
+    """Report folder; --out benchmarks/results refreshes the committed offline.md."""
     name: str = "offline"
     smoke: bool = False
 

@@ -1,7 +1,8 @@
 """Performance of VINN on this machine: act() latency and search backends up to 1M frames, float16 storage,
 BYOL throughput against byol-pytorch, and closed-loop evaluation throughput with 1 and 2 workers.
 
-    python benchmarks/perf.py                 # ~10 min; writes benchmarks/results/perf.{json,md}
+    python benchmarks/perf.py                 # ~10 min; writes runs/perf/perf.{json,md}
+    python benchmarks/perf.py --out benchmarks/results   # refreshes the committed perf.md
     python benchmarks/perf.py --smoke         # seconds, for tests
 
 Large databases are synthetic: episodes of 50 frames that are smooth random walks in a 16-d latent space,
@@ -52,7 +53,8 @@ class Args:
     eval_horizon: int = 100
     policy: str = "runs/door/policies/vinn"
     """A saved VINN policy whose real embeddings measure float16's effect on actions (skipped if absent)."""
-    out: str = "benchmarks/results"
+    out: str = "runs/perf"
+    """Report folder; --out benchmarks/results refreshes the committed perf.md."""
     name: str = "perf"
     smoke: bool = False
     """Tiny sizes: a few seconds, for the test suite."""

@@ -7,7 +7,8 @@ held-out seeds; the report adds how often the neighbours came from the wrong tas
 assumption diagnostics of the pooled database.
 
     python benchmarks/pooled.py        # needs runs/<task>/policies/vinn from run_<task>.py (defaults)
-                                       # writes benchmarks/results/pooled/pooled.{json,md,png}
+                                       # writes runs/pooled/pooled.{json,md,png}
+                                       # (--out benchmarks/results/pooled: the committed one)
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ import numpy as np
 import tyro
 from vinn_policy.envs import make_env
 
-from vinn_policy.benchmark import GRIPPER, BenchmarkArgs
+from vinn_policy.actions import GRIPPER_INDEX
+from vinn_policy.benchmark import BenchmarkArgs
 from vinn_policy.diagnostics import diagnose, verdict_table
 from vinn_policy.evaluation import evaluate_methods, summarize
 from vinn_policy.pipeline import cached_byol, ensure_demos
@@ -41,7 +43,8 @@ class Args:
     """Training demos per task (the benchmark default), so each task brings the same data as alone."""
     episodes: int = 30
     """Closed-loop episodes per task and method (the benchmark's first evaluation seeds)."""
-    out: str = "benchmarks/results/pooled"
+    out: str = "runs/pooled"
+    """Report folder; --out benchmarks/results/pooled refreshes the committed one."""
     run_dir: str = "runs/pooled"
     workers: int = 2
 
@@ -72,7 +75,7 @@ def main(args: Args) -> dict:
         if not (per_task / "config.json").exists():
             raise SystemExit(f"{per_task} is missing: run benchmarks/run_{t}.py (defaults) first.")
         k = VINNPolicy.load(per_task).config.k
-        pooled = VINNPolicy.fit(frames, actions, episodes, encoder=encoder, k=k, gripper_index=GRIPPER)
+        pooled = VINNPolicy.fit(frames, actions, episodes, encoder=encoder, k=k, gripper_index=GRIPPER_INDEX)
         pooled.calibrate()
         path = pooled.save(Path(args.run_dir) / f"vinn_pooled_for_{t}")
         make = functools.partial(make_env, t, image_size=a.image_px, render_mode=None, horizon=a.horizon)

@@ -1,7 +1,7 @@
 """Why VINN fails stack: do the nearest demonstration frames put cube A where it really is?
 
     python benchmarks/stack_analysis.py        # ~7 min with the benchmark's cached encoder (30 rollouts + the oracle's)
-    python benchmarks/stack_analysis.py --oracle-demos 50 100 300             # the committed analysis (~9 min)
+    python benchmarks/stack_analysis.py --oracle-demos 50 100 300 --out benchmarks/results/stack   # the committed analysis (~9 min)
 
 For the approach frames (the first 12 steps) of the validation demonstrations, the k nearest training frames
 are found with each representation; then, from the privileged state recorded in the demo file, how far
@@ -28,8 +28,9 @@ import torch.nn.functional as F
 from vinn_policy.demos.dataset import Demos, load_obs
 from vinn_policy.envs import make_env
 
+from vinn_policy.actions import GRIPPER_INDEX
 from vinn_policy.baselines import StateKNNPolicy, state_features
-from vinn_policy.benchmark import GRIPPER, BenchmarkArgs, build_encoder, choose_k
+from vinn_policy.benchmark import BenchmarkArgs, build_encoder, choose_k
 from vinn_policy.encoder import Encoder
 from vinn_policy.pipeline import demo_path, ensure_demos
 from vinn_policy.policy import VINNPolicy
@@ -52,7 +53,8 @@ class Args:
     approach_steps: int = 12
     data_dir: str = "data"
     cache_dir: str = "runs/cache"
-    out: str = "benchmarks/results/stack"
+    out: str = "runs/stack_analysis"
+    """Report folder; --out benchmarks/results/stack refreshes the committed analysis."""
     name: str = "analysis"
     episodes: int = 30
     """Closed-loop VINN episodes (the first evaluation seeds) whose failures are classified; 0 skips them."""
@@ -93,10 +95,11 @@ STATE_KEYS = ("robot0_eef_pos", *CUBES, "robot0_gripper_qpos")
 def classified_rollouts(args: Args, bench: BenchmarkArgs, make_policy) -> dict:
     """Run a policy on the first `args.episodes` evaluation seeds, recording the state, and classify each episode."""
     seeds = bench.eval_seeds()[: args.episodes]  # run_stack.py's first seeds
-    make = functools.partial(make_env, "stack", image_size=bench.image_px, render_mode=None, horizon=bench.horizon)
+    # privileged: the outcome is classified from the cubes' positions, and the state oracle acts on them.
+    make = functools.partial(make_env, "stack", image_size=bench.image_px, horizon=bench.horizon, privileged=True)
     episodes, switches = {}, []
     for episode in rollouts(make, make_policy, seeds, args.workers, record=True):
-        obs, grip = episode.obs, episode.actions[:, GRIPPER]
+        obs, grip = episode.obs, episode.actions[:, GRIPPER_INDEX]
         outcome, evidence = classify(obs["robot0_eef_pos"], obs["cubeA_pos"], obs["cubeB_pos"], grip, episode.success)
         episodes[str(episode.seed)] = {"outcome": outcome, "steps": episode.steps, **evidence}
         switches.append(gripper_switches(grip))
@@ -109,10 +112,10 @@ def closed_loop_failures(args: Args, bench: BenchmarkArgs, data: Demos, train: n
                          k: int) -> dict:
     """VINN's episodes, classified (train, val: the database's and the validation demos' rows; the latter give
     the expert's gripper switches)."""
-    policy = VINNPolicy.fit(data.frames[train], data.actions[train], data.episode_ids[train], encoder=encoder, k=k, gripper_index=GRIPPER)
+    policy = VINNPolicy.fit(data.frames[train], data.actions[train], data.episode_ids[train], encoder=encoder, k=k, gripper_index=GRIPPER_INDEX)
     with tempfile.TemporaryDirectory() as tmp:
         result = classified_rollouts(args, bench, functools.partial(VINNPolicy.load, policy.save(Path(tmp) / "vinn")))
-    expert = [gripper_switches(data.actions[data.episode_ids == e, GRIPPER]) for e in np.unique(data.episode_ids[val])]
+    expert = [gripper_switches(data.actions[data.episode_ids == e, GRIPPER_INDEX]) for e in np.unique(data.episode_ids[val])]
     return {"k": k, **result, "expert_median_gripper_switches": float(np.median(expert))}
 
 
@@ -123,7 +126,7 @@ def state_oracle(args: Args, bench: BenchmarkArgs, data: Demos, features: np.nda
         train = np.flatnonzero(data.episode_ids < n)
         val = np.flatnonzero((data.episode_ids >= n) & (data.episode_ids < n + bench.val_demos))
         k = choose_k(features, data, train, val)[0]
-        policy = functools.partial(StateKNNPolicy, features[train], data.actions[train], data.episode_ids[train], k, CUBES, GRIPPER)
+        policy = functools.partial(StateKNNPolicy, features[train], data.actions[train], data.episode_ids[train], k, CUBES, GRIPPER_INDEX)
         runs[str(n)] = {"k": k, **classified_rollouts(args, bench, policy)}
     return runs
 

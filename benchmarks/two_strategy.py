@@ -8,7 +8,8 @@ the strategies look alike but act oppositely, the average is a motion neither to
 mode_selection) is the mitigation measured here. Every method runs on the same held-out seeds. The task's
 cube always starts at one pose, so one strategy alone is within VINN's reach at CPU settings.
 
-    python benchmarks/two_strategy.py      # writes benchmarks/results/two_strategy/two_strategy.{json,md,png}
+    python benchmarks/two_strategy.py      # writes runs/two_strategy/two_strategy.{json,md,png}
+                                           # (--out benchmarks/results/two_strategy: the committed one)
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ import numpy as np
 import tyro
 from vinn_policy.envs import make_env
 
-from vinn_policy.benchmark import GRIPPER, BenchmarkArgs
+from vinn_policy.actions import GRIPPER_INDEX
+from vinn_policy.benchmark import BenchmarkArgs
 from vinn_policy.diagnostics import diagnose, verdict_table
 from vinn_policy.evaluation import evaluate_methods, summarize
 from vinn_policy.offline import translation_mse
@@ -47,7 +49,8 @@ class Args:
     k: int = 10
     episodes: int = 50
     """Closed-loop episodes per method."""
-    out: str = "benchmarks/results/two_strategy"
+    out: str = "runs/two_strategy"
+    """Report folder; --out benchmarks/results/two_strategy refreshes the committed one."""
     run_dir: str = "runs/two_strategy"
     data_dir: str = "data"
     cache_dir: str = "runs/cache"
@@ -77,7 +80,7 @@ def main(args: Args) -> dict:
     paths = {}
     for name, demos, mode in [("vinn_one", one, "none"), ("vinn", two, "none"), ("vinn_dominant", two, "dominant"),
                               ("vinn_consistent", two, "consistent")]:
-        policy = VINNPolicy.fit(demos.frames, demos.actions, demos.episode_ids, encoder=encoder, k=args.k, gripper_index=GRIPPER,
+        policy = VINNPolicy.fit(demos.frames, demos.actions, demos.episode_ids, encoder=encoder, k=args.k, gripper_index=GRIPPER_INDEX,
                                 mode_selection=mode, frame_indices=demos.frame_indices)
         policy.calibrate()
         paths[name] = policy.save(Path(args.run_dir) / name)

@@ -4,8 +4,9 @@
     vinn-collect --task push --episodes 20 --append                          # add 20 more
 
 Only successful episodes are kept (failures are counted and reported). Episode i uses seed `seed + i`
-(appending continues after the file's largest seed), so demos never reuse an evaluation seed as long as
-evaluation seeds start at `EVAL_SEED_BASE`.
+(appending continues after the file's largest seed; each failure uses one more). Demonstration seeds stay in
+[0, EVAL_SEED_BASE): a collection whose seeds could reach the evaluation range is refused before it starts.
+Files record the privileged simulator state (object positions) beside the images, for analyses and state oracles.
 """
 
 from __future__ import annotations
@@ -59,6 +60,26 @@ class CollectReport:
     total_demos: int
 
 
+def check_seed_range(first: int, episodes: int, max_failures: int, file_seed: int | None = None) -> None:
+    """Refuse a collection whose seeds could reach the evaluation seeds, before any episode runs.
+
+    The loop in collect() uses at most `episodes + max_failures` consecutive seeds from `first`: each batch
+    runs the episodes still missing, and another batch starts only while failures <= max_failures.
+    `file_seed`: the largest seed already in the file appended to, if any (for the message).
+
+    Raises:
+        ValueError: naming the seeds it could need, the allowed range and what to change.
+    """
+    last = first + episodes + max_failures - 1
+    if last < EVAL_SEED_BASE:
+        return
+    where = f"the file's demos already reach seed {file_seed}" if file_seed is not None else f"--seed is {first}"
+    raise ValueError(f"Collecting {episodes} demos with up to {max_failures} failures may use seeds {first}..{last}, "
+                     f"but demonstration seeds must stay in [0, {EVAL_SEED_BASE}) (EVAL_SEED_BASE: evaluation seeds start "
+                     f"there); {where}. Lower --episodes or --max-failures, start from a lower --seed, or collect into "
+                     "a new file.")
+
+
 def collect(args: CollectArgs, progress: bool = True) -> CollectReport:
     """Run the expert on consecutive seeds until `args.episodes` successes; write them to the file."""
     if args.episodes < 1:
@@ -73,16 +94,22 @@ def collect(args: CollectArgs, progress: bool = True) -> CollectReport:
         "image_key": image_key,
         "action_noise": args.noise,
     }
-    next_seed = args.seed
+    max_failures = args.max_failures if args.max_failures is not None else args.episodes
+    if args.seed < 0 or max_failures < 0:
+        raise ValueError(f"seed and max_failures must be >= 0; got seed={args.seed}, max_failures={max_failures}.")
+    next_seed, file_seed = args.seed, None
     if path.exists() and args.append:
-        seeds = [s for s in load_demos(path).seeds if s is not None]
-        next_seed = max(next_seed, max(seeds, default=-1) + 1)
+        file_seed = max((s for s in load_demos(path).seeds if s is not None), default=None)
+        next_seed = max(next_seed, -1 if file_seed is None else file_seed + 1)
     elif path.exists():
         raise FileExistsError(f"{path} exists; pass --append to add demos or remove it first.")
+    check_seed_range(next_seed, args.episodes, max_failures, file_seed)
 
-    make = functools.partial(make_env, args.task, image_size=args.image_size, render_mode=None, camera=camera)
+    # privileged: the expert steers by object positions, and the files keep them (benchmarks/stack_analysis.py).
+    make = functools.partial(make_env, args.task, image_size=args.image_size, render_mode=None, camera=camera,
+                             privileged=True)
     kept: list[Episode] = []
-    failures, max_failures = 0, args.max_failures if args.max_failures is not None else args.episodes
+    failures = 0
     start = time.perf_counter()
     bar = tqdm(total=args.episodes, desc=f"collect {args.task}", unit="demo", disable=not progress)
     while len(kept) < args.episodes:

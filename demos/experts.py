@@ -1,7 +1,8 @@
 """Scripted experts: privileged-state controllers with the same reset() / act(obs) surface as policies.
 
 Each expert servoes the gripper to target points computed from object positions in the observation:
-a = clip((target - eef) / 0.05, -1, 1), since a zero action does not hold position under contact.
+a = clip((target - eef) / 0.05, -1, 1), since a zero action does not hold position under contact. Object
+positions are privileged simulator state, so experts need envs made with `privileged=True`.
 """
 
 from __future__ import annotations
@@ -22,6 +23,11 @@ def servo(target: NDArray, eef: NDArray, grip: float, gain: float = 1.0) -> NDAr
 class Expert:
     """Base: a phase machine over the observation dict."""
 
+    task: str
+    """The task's name in EXPERTS and TASKS."""
+    keys: tuple[str, ...]
+    """The privileged observation keys _act reads."""
+
     def __init__(self) -> None:
         self.reset()
 
@@ -34,6 +40,11 @@ class Expert:
         self.t_phase = 0
 
     def act(self, obs: dict[str, NDArray]) -> NDArray[np.float32]:
+        missing = [key for key in self.keys if key not in obs]
+        if missing:  # a KeyError deep in _act would not say that the env was made for image policies
+            raise ValueError(f"The {self.task} expert needs the privileged observation keys {missing}, which this "
+                             f"observation lacks (it has {sorted(obs)}); make the env with privileged=True, "
+                             f"e.g. make_env({self.task!r}, privileged=True).")
         action = self._act(obs)
         self.t_phase += 1
         return action
@@ -45,6 +56,7 @@ class Expert:
 class DoorExpert(Expert):
     """Straddle the lever tip (gripper open, 2 cm towards the robot), press it down past the latch, pull +y."""
 
+    task, keys = "door", ("handle_pos", "handle_qpos")
     OFFSET = np.array([0.0, 0.02, 0.0])  # centred on the lever the hand hits the door panel
 
     def _act(self, obs):
@@ -69,6 +81,8 @@ class DoorExpert(Expert):
 
 class StackExpert(Expert):
     """Pick cube A, lift, carry it over cube B, lower until it rests on B, release."""
+
+    task, keys = "stack", ("cubeA_pos", "cubeB_pos")
 
     def _act(self, obs):
         eef, a, b = obs["robot0_eef_pos"], obs["cubeA_pos"], obs["cubeB_pos"]
@@ -104,6 +118,7 @@ class StackExpert(Expert):
 class PushExpert(Expert):
     """Get behind the cube on the cube->goal line, fingertips just above the table, and push along it."""
 
+    task, keys = "push", ("cube_pos", "goal_pos")
     BEHIND = 0.045  # gripper centre to cube centre while pushing (half cube + finger)
 
     def _act(self, obs):
@@ -139,6 +154,7 @@ class PushAroundExpert(PushExpert):
     The lane is on the robot's left (+y) in even-seeded episodes and on its right in odd ones: two strategies.
     """
 
+    task, keys = "push_around", ("cube_pos", "goal_pos", "obstacle_pos")
     LANE = 0.08  # m from the block's centre line
 
     def reset(self, seed: int | None = None) -> None:
@@ -163,6 +179,7 @@ EXPERTS = {"door": DoorExpert, "push": PushExpert, "stack": StackExpert, "push_a
 
 
 def make_expert(task: str) -> Expert:
+    """The scripted expert of a task (its env must be made with privileged=True)."""
     if task not in EXPERTS:
         raise ValueError(f"Unknown task {task!r}; available experts: {sorted(EXPERTS)}")
     return EXPERTS[task]()

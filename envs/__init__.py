@@ -6,7 +6,14 @@ points, so robosuite and MuJoCo load only when an env is made:
     import gymnasium as gym
     import vinn_policy.envs  # noqa: F401
     env = gym.make("vinn/Door-v0", image_size=84)
+
+`gym.make` wraps each env as Gymnasium users expect: PassiveEnvChecker, OrderEnforcing and a TimeLimit at the
+task's horizon (`env.spec.max_episode_steps`). Observations hold only pixels and proprioception unless the env
+is made with `privileged=True` (scripted experts and state oracles); render() returns None unless it is made
+with `render_mode="rgb_array"` (videos).
 """
+
+from numbers import Integral
 
 import gymnasium as gym
 
@@ -17,10 +24,13 @@ TASKS = {
     "push_around": ("vinn/PushAround-v0", "vinn_policy.envs.push_around:PushAroundEnv"),  # two strategies, on purpose
 }
 
-for _env_id, _entry_point in TASKS.values():
+HORIZONS = {"door": 150, "push": 150, "stack": 200, "push_around": 200}
+"""Steps before truncation (~2-3x the scripted expert's episode length): each env's spec.max_episode_steps.
+Kept here, not in the task files, because registering must not import the simulator."""
+
+for _task, (_env_id, _entry_point) in TASKS.items():
     if _env_id not in gym.registry:
-        # No TimeLimit wrapper: the env truncates at its own horizon and reports it.
-        gym.register(_env_id, entry_point=_entry_point, disable_env_checker=True)
+        gym.register(_env_id, entry_point=_entry_point, max_episode_steps=HORIZONS[_task])
 
 
 def env_id(task: str) -> str:
@@ -30,9 +40,24 @@ def env_id(task: str) -> str:
     return TASKS[task][0]
 
 
-def make_env(task: str, **kwargs):
-    """gym.make for a task name ('door', 'push', 'stack'); picklable, so worker processes can use it."""
-    return gym.make(env_id(task), **kwargs)
+def make_env(task: str, horizon: int | None = None, **kwargs) -> gym.Env:
+    """gym.make for a task name ('door', 'push', 'stack'); picklable, so worker processes can use it.
+
+    The step limit has one home: the TimeLimit wrapper gym.make adds from `max_episode_steps` (the env itself
+    never truncates). `horizon` is that limit under the name this package uses, so `make_env(task, horizon=40)`
+    is `gym.make(id, max_episode_steps=40)` and `env.spec.max_episode_steps` is always the limit in force.
+
+    Args:
+        task: a key of TASKS.
+        horizon: steps before truncation; None keeps the task's (HORIZONS).
+        **kwargs: the env's own arguments (image_size, camera, render_mode, privileged, ...).
+    """
+    name = env_id(task)
+    if "max_episode_steps" in kwargs:
+        raise ValueError("Pass the step limit as horizon=, not max_episode_steps= (make_env maps one to the other).")
+    if horizon is not None and (isinstance(horizon, bool) or not isinstance(horizon, Integral) or horizon < 1):
+        raise ValueError(f"horizon must be a positive int (steps), or None for {task}'s {HORIZONS[task]}; got {horizon!r}.")
+    return gym.make(name, max_episode_steps=None if horizon is None else int(horizon), **kwargs)
 
 
 def resolve_camera(task: str, camera: str | None = None) -> str:
@@ -44,7 +69,7 @@ def resolve_camera(task: str, camera: str | None = None) -> str:
 
 
 def task_spec(task: str):
-    """The TaskSpec (camera, horizon, privileged keys) of a task, without making an env."""
+    """The TaskSpec (cameras, privileged keys) of a task, without making an env (its horizon: HORIZONS)."""
     from importlib import import_module
 
     env_id(task)  # validates the name

@@ -12,7 +12,6 @@ class DoorEnv(RobosuiteEnv):
         robosuite_env="Door",
         camera="sideview",  # agentview barely shows the door
         render_camera="sideview",
-        horizon=150,
         object_keys={"handle_pos": 3, "door_pos": 3, "hinge_qpos": 1, "handle_qpos": 1},
         robosuite_kwargs={"use_latch": True},
     )

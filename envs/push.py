@@ -76,6 +76,5 @@ class PushEnv(RobosuiteEnv):
         robosuite_env="VinnPush",
         camera="robot0_eye_in_hand",  # cube and goal stay large and in view; agentview: VINN 24% vs 77% here
         render_camera="agentview",
-        horizon=150,
         object_keys={"cube_pos": 3, "goal_pos": 3},
     )

@@ -68,6 +68,5 @@ class PushAroundEnv(RobosuiteEnv):
         robosuite_env="VinnPushAround",
         camera="agentview",
         render_camera="agentview",
-        horizon=200,
         object_keys={"cube_pos": 3, "goal_pos": 3, "obstacle_pos": 3},
     )

@@ -7,9 +7,12 @@ Observation (Dict, all fixed-size):
     image                 uint8 (S, S, 3), upright (opencv convention), from the task's camera (or `camera=`)
     robot0_eef_pos        float32 (3,)  gripper site position, world frame (m)
     robot0_gripper_qpos   float32 (2,)  finger joint positions
-    <task keys>           float32       privileged object state for scripted experts (see each task)
+    <task keys>           float32       privileged object state, only with `privileged=True` (see each task):
+                                        for scripted experts and state oracles, never for image policies
 
-info["is_success"] every step; `terminated` on success (if terminate_on_success); `truncated` at the horizon.
+info["is_success"] every step; `terminated` on success (if terminate_on_success). `truncated` is always False:
+the step limit is the TimeLimit wrapper that gym.make adds from the spec's max_episode_steps (envs/__init__.py).
+render() is None unless `render_mode="rgb_array"`.
 """
 
 from __future__ import annotations
@@ -64,8 +67,6 @@ class TaskSpec:
     """Camera of the image observation."""
     render_camera: str
     """Camera of render() (videos)."""
-    horizon: int
-    """Steps before truncation (~2-3x the scripted expert's episode length)."""
     object_keys: dict[str, int]
     """Privileged robosuite observation keys passed through, with their sizes."""
     robosuite_kwargs: dict[str, Any] = field(default_factory=dict)
@@ -102,12 +103,12 @@ class RobosuiteEnv(gym.Env):
     def __init__(
         self,
         image_size: int = 84,
-        render_mode: str | None = "rgb_array",
+        render_mode: str | None = None,
         render_size: int = 256,
-        horizon: int | None = None,
         terminate_on_success: bool = True,
         fast_render: bool = True,
         camera: str | None = None,
+        privileged: bool = False,
     ) -> None:
         import robosuite
         import robosuite.macros as macros
@@ -119,8 +120,10 @@ class RobosuiteEnv(gym.Env):
         check_camera(camera)
         if not isinstance(image_size, int) or image_size < 8:
             raise ValueError(f"image_size must be an int >= 8; got {image_size!r}.")
+        if not isinstance(privileged, bool):
+            raise ValueError(f"privileged must be True or False; got {privileged!r}.")
         self.image_size, self.render_size, self.render_mode = image_size, render_size, render_mode
-        self.horizon = horizon or self.task.horizon
+        self.privileged = privileged
         self.terminate_on_success, self.fast_render = terminate_on_success, fast_render
         self.camera = camera or self.task.camera  # e.g. "robot0_eye_in_hand" for the wrist camera
         self._camera_obs = True  # set_camera_obs(False) skips rendering it
@@ -136,8 +139,7 @@ class RobosuiteEnv(gym.Env):
             camera_heights=image_size,
             camera_widths=image_size,
             control_freq=CONTROL_FREQ,
-            horizon=10 * self.horizon,  # the horizon is ours; robosuite's done would arrive as a crash
-            ignore_done=True,
+            ignore_done=True,  # the step limit is the TimeLimit wrapper's; robosuite's done would arrive as a crash
             hard_reset=False,  # a hard reset rebuilds model and GL context (~1.7 s); soft takes ~0.02 s
             reward_shaping=False,
             seed=0,  # fixes the model (e.g. sampled cube sizes); episodes are seeded in reset()
@@ -146,9 +148,10 @@ class RobosuiteEnv(gym.Env):
         if self.camera == WRIST_CAMERA and fast_render:  # without shadows nothing hidden leaves a trace
             self._hide_unseen_geoms()
         self._render_context = None
-        self._steps = 0
         image = spaces.Box(0, 255, (image_size, image_size, 3), np.uint8)
-        vectors = {"robot0_eef_pos": 3, "robot0_gripper_qpos": 2, **self.task.object_keys}
+        # robosuite computes the object state either way (use_object_obs above), so both variants simulate and
+        # draw random numbers identically; without `privileged` it just never reaches the policy.
+        vectors = {"robot0_eef_pos": 3, "robot0_gripper_qpos": 2, **(self.task.object_keys if privileged else {})}
         self.observation_space = spaces.Dict(
             # +-10 (m, rad): far outside anything reachable, but finite so spaces can be sampled and checked.
             {"image": image, **{k: spaces.Box(-10.0, 10.0, (n,), np.float32) for k, n in vectors.items()}}
@@ -217,7 +220,6 @@ class RobosuiteEnv(gym.Env):
         self._apply_fast_render()
         # Camera observations were rendered before fast-render could apply on the very first reset.
         raw = self._rs._get_observations(force_update=True)
-        self._steps = 0
         return self._observation(raw), {"is_success": bool(self._rs._check_success())}
 
     def step(self, action: np.ndarray) -> tuple[dict, float, bool, bool, dict]:
@@ -226,14 +228,14 @@ class RobosuiteEnv(gym.Env):
             raise ValueError(f"Expected a finite action [dx, dy, dz, grip] of shape (4,); got {np.asarray(action).shape}.")
         self._make_current()
         raw, reward, _, _ = self._rs.step(np.clip(action, -1.0, 1.0))
-        self._steps += 1
         success = bool(self._rs._check_success())
         terminated = success and self.terminate_on_success
-        truncated = self._steps >= self.horizon and not terminated
-        return self._observation(raw), float(reward), terminated, truncated, {"is_success": success}
+        # truncated=False: the time limit is handled by the TimeLimit wrapper (spec.max_episode_steps).
+        return self._observation(raw), float(reward), terminated, False, {"is_success": success}
 
     def render(self) -> np.ndarray | None:
-        """An upright rgb frame of render_size^2 from the task's render camera."""
+        """An upright rgb frame (render_size, render_size, 3) from the task's render camera; None unless the env
+        was made with render_mode="rgb_array"."""
         if self.render_mode is None:
             return None
         self._make_current()

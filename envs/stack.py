@@ -11,6 +11,5 @@ class StackEnv(RobosuiteEnv):
         robosuite_env="Stack",
         camera="robot0_eye_in_hand",  # in agentview the arm hides the cubes while grasping (VINN 0%)
         render_camera="agentview",
-        horizon=200,
         object_keys={"cubeA_pos": 3, "cubeB_pos": 3},
     )

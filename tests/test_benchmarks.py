@@ -58,6 +58,15 @@ def test_perf_smoke(tmp_path):
     perf = load_script("perf")
     data = perf.main(perf.Args(smoke=True, out=str(tmp_path), policy=str(tmp_path / "none")))
     assert json.loads((tmp_path / "perf.json").read_text())["act"][0]["frames"] == 1000
+    # The bound, checked from what a reader knows rather than perf.py's formula: exact search must read every
+    # stored embedding once, 512 values of 4 (float32) or 2 (float16) bytes per frame, at the measured bandwidth.
+    gb_per_s = data["read_bandwidth_gb_per_s"]
+    assert 0.1 < gb_per_s < 2000
+    exact = {r["storage"]: r for r in data["backends"] if r["index"] == "exact" and r["data"] == "trajectories"}
+    for storage, bytes_per_value in (("float32", 4), ("float16", 2)):
+        stored_mb = exact[storage]["frames"] * 512 * bytes_per_value / 1e6
+        assert exact[storage]["bandwidth_bound_ms"] == pytest.approx(stored_mb / gb_per_s, rel=1e-6)
+    assert exact["float16"]["bandwidth_bound_ms"] == pytest.approx(exact["float32"]["bandwidth_bound_ms"] / 2)
     rows = {(r["index"], r["storage"], r["data"]): r for r in data["backends"]}
     assert rows["exact", "float32", "trajectories"]["recall_at_10"] == 1.0 and rows["flat", "float32", "trajectories"]["recall_at_10"] == 1.0
     assert rows["exact", "float16", "trajectories"]["bytes_per_frame"] * 2 == rows["exact", "float32", "trajectories"]["bytes_per_frame"]

@@ -168,6 +168,8 @@ def test_collect_command_writes_a_valid_file_and_appends(tmp_path):
     assert demos.image_key == "robot0_eye_in_hand_image" and demos.frames.shape[1:] == (48, 48, 3)
     assert validate_file(report.path)["env_args"]["env_kwargs"] == {"image_size": 48, "camera": "robot0_eye_in_hand"}
     assert demos.seeds == [0, 1]
+    cubes = load_obs(report.path, ["cubeA_pos", "cubeB_pos"])  # the privileged state, for stack_analysis.py
+    assert cubes["cubeA_pos"].shape == cubes["cubeB_pos"].shape == (len(demos.frames), 3)
     with pytest.raises(FileExistsError):
         collect(args, progress=False)
     args.append, args.episodes = True, 1
@@ -181,6 +183,62 @@ def test_collect_command_writes_a_valid_file_and_appends(tmp_path):
     summary = validate_file(other.path)
     assert summary["image_key"] == "agentview_image"
     assert summary["env_args"]["env_kwargs"] == {"image_size": 48, "camera": "agentview"}
+
+
+def no_episodes(*args, **kwargs):
+    raise AssertionError("an episode ran")
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"append": True, "episodes": 5}, r"seeds 999991\.\.1000000.*already reach seed 999990"),  # --append
+        ({"episodes": 600_000}, r"seeds 0\.\.1199999"),  # large --episodes
+        ({"seed": 999_999, "episodes": 1}, r"seeds 999999\.\.1000000.*--seed is 999999"),  # large --seed
+        ({"seed": 999_990, "episodes": 5, "max_failures": 6}, r"up to 6 failures may use seeds 999990\.\.1000000"),
+    ],
+)
+def test_collect_refuses_seeds_that_could_reach_the_evaluation_range_before_running(tmp_path, monkeypatch, kwargs, match):
+    from vinn_policy.demos import collect as collect_module
+    from vinn_policy.demos.collect import CollectArgs
+
+    path = tmp_path / "door.hdf5"
+    write_demos(path, [fake_episode(999_990)], ENV_ARGS)
+    monkeypatch.setattr(collect_module, "rollouts", no_episodes)
+    args = CollectArgs(task="door", out=str(path if kwargs.get("append") else tmp_path / "new.hdf5"), workers=1, **kwargs)
+    with pytest.raises(ValueError, match=match) as refused:
+        collect_module.collect(args, progress=False)
+    assert "must stay in [0, 1000000)" in str(refused.value) and "a new file" in str(refused.value)
+    assert load_demos(path).seeds == [999_990]
+
+
+def test_failed_expert_episodes_use_at_most_the_seeds_the_range_check_allows_for(tmp_path, monkeypatch):
+    from vinn_policy.demos import collect as collect_module
+    from vinn_policy.demos.collect import EVAL_SEED_BASE, CollectArgs
+
+    used = []
+
+    def failing(make, make_policy, seeds, workers, **kwargs):
+        for seed in seeds:
+            used.append(seed)
+            yield Episode(seed=seed, success=False, steps=1, wall_time=0.0)
+
+    monkeypatch.setattr(collect_module, "rollouts", failing)
+    args = CollectArgs(task="door", out=str(tmp_path / "door.hdf5"), seed=999_990, episodes=5, max_failures=5, workers=1)
+    with pytest.raises(RuntimeError, match="failed 10 times"):
+        collect_module.collect(args, progress=False)
+    assert used == list(range(999_990, EVAL_SEED_BASE))  # the whole allowance, and not one seed more
+
+
+@pytest.mark.parametrize("task", ["door", "push", "stack", "push_around"])
+def test_an_expert_given_an_image_policy_observation_names_the_missing_keys_and_the_fix(task):
+    from vinn_policy.demos.experts import make_expert
+
+    obs = {"image": np.zeros((8, 8, 3), np.uint8), "robot0_eef_pos": np.zeros(3, np.float32),
+           "robot0_gripper_qpos": np.zeros(2, np.float32)}
+    expert = make_expert(task)
+    with pytest.raises(ValueError, match=rf"privileged observation keys \[{expert.keys[0]!r}.*privileged=True"):
+        expert.act(obs)
 
 
 def test_fit_file_streams_batches_and_equals_fit_on_loaded_demos(tmp_path, tiny_encoder, monkeypatch):

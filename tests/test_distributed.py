@@ -10,7 +10,7 @@ import torch
 from torch import nn
 from vinn_policy.demos.dataset import load_demos, write_demos
 
-from vinn_policy import Encoder
+from vinn_policy import Encoder, distributed
 from vinn_policy.bc import BCPolicy
 from vinn_policy.distributed import CpuSyncBatchNorm, convert_batchnorm, shard
 
@@ -34,6 +34,22 @@ def test_shard_needs_an_even_split():
     assert shard(8, 1, 2) == slice(4, 8)
     with pytest.raises(ValueError, match=r"batch size \(9\) must divide evenly among the 2 processes"):
         shard(9, 0, 2)
+
+
+@pytest.mark.parametrize("cuda, expected", [(True, "cuda:nccl,cpu:gloo"), (False, "gloo")])
+def test_init_joins_a_group_that_reduces_cpu_tensors_too(monkeypatch, cuda, expected):
+    """With GPUs, nccl alone cannot reduce the CPU loss scalars (mean_over_ranks): the group needs gloo for them."""
+    calls = {}
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda index: calls.setdefault("device", index))
+    monkeypatch.setattr(distributed.dist, "is_initialized", lambda: False)
+    monkeypatch.setattr(distributed.dist, "init_process_group", lambda backend: calls.setdefault("backend", backend))
+    monkeypatch.setattr(distributed.dist, "get_rank", lambda: 1)
+    monkeypatch.setattr(distributed.dist, "get_world_size", lambda: 2)
+    assert distributed.init() == (1, 2)
+    assert calls == ({"device": 1, "backend": expected} if cuda else {"backend": expected})
 
 
 def run_both(tmp_path, args: list[str]) -> dict[str, str]:

@@ -1,12 +1,14 @@
-"""Contract tests for every registered env: check_env, seeding, shapes, and the scripted experts."""
+"""Contract tests for every registered env: check_env, gym.make's wrappers, seeding, shapes, and the scripted experts."""
 
 import warnings
 
+import gymnasium as gym
 import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
+from gymnasium.wrappers import OrderEnforcing, PassiveEnvChecker, TimeLimit
 from vinn_policy.demos.experts import make_expert
-from vinn_policy.envs import TASKS, env_id, make_env
+from vinn_policy.envs import HORIZONS, TASKS, env_id, make_env
 
 from vinn_policy.rollout import run_episode
 
@@ -15,9 +17,23 @@ pytestmark = pytest.mark.sim
 
 @pytest.fixture(scope="module", params=sorted(TASKS))
 def task_env(request):
-    env = make_env(request.param, image_size=64, render_size=96)
+    env = make_env(request.param, image_size=64, render_size=96, render_mode="rgb_array", privileged=True)
     yield request.param, env
     env.close()
+
+
+def wrappers(env) -> list[type]:
+    kinds = []
+    while isinstance(env, gym.Wrapper):
+        kinds.append(type(env))
+        env = env.env
+    return kinds
+
+
+def test_gym_make_wraps_as_gymnasium_does_with_the_task_horizon(task_env):
+    task, env = task_env
+    assert {PassiveEnvChecker, OrderEnforcing, TimeLimit} <= set(wrappers(env))  # the env checker is not disabled
+    assert env.spec.max_episode_steps == HORIZONS[task] and not env.spec.disable_env_checker
 
 
 def test_check_env_passes_without_warnings(task_env):
@@ -29,6 +45,10 @@ def test_check_env_passes_without_warnings(task_env):
 
 def test_reset_step_shapes_and_dtypes(task_env):
     task, env = task_env
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the first reset and step through gym.make's PassiveEnvChecker: no warnings
+        obs, info = env.reset(seed=3)
+        env.step(env.action_space.sample())
     obs, info = env.reset(seed=3)
     assert env.observation_space.contains(obs) and info["is_success"] is False
     assert obs["image"].shape == (64, 64, 3) and obs["image"].dtype == np.uint8
@@ -63,18 +83,6 @@ def test_same_seed_same_episode_and_different_seeds_differ(task_env):
     assert not np.array_equal(first[0][0], other[0][0])
 
 
-def test_truncates_at_the_horizon(task_env):
-    _, env = task_env
-    env.reset(seed=0)
-    horizon = env.unwrapped.horizon
-    steps, truncated = 0, False
-    while not truncated and steps <= horizon:
-        _, _, terminated, truncated, _ = env.step(np.zeros(4, np.float32))
-        steps += 1
-        assert not terminated
-    assert truncated and steps == horizon
-
-
 def test_expert_solves_a_few_seeds_within_the_horizon(task_env):
     task, env = task_env
     expert = make_expert(task)
@@ -83,7 +91,7 @@ def test_expert_solves_a_few_seeds_within_the_horizon(task_env):
     for seed in (102, 103, 104) if task == "push_around" else (100, 101, 102):
         episode = run_episode(env, expert, seed)
         assert episode.success, f"{task} expert failed seed {seed}"
-        assert episode.steps < env.unwrapped.horizon
+        assert episode.steps < env.spec.max_episode_steps
 
 
 def test_unknown_task_lists_the_available_ones():
@@ -92,14 +100,14 @@ def test_unknown_task_lists_the_available_ones():
 
 
 def test_push_around_expert_takes_the_left_lane_on_even_seeds_and_the_right_on_odd():
-    env = make_env("push_around", image_size=32, render_mode=None)
+    env = make_env("push_around", image_size=32, privileged=True)
     expert = make_expert("push_around")
     try:
         for seed, side in ((100, 1.0), (103, -1.0)):
             obs, _ = env.reset(seed=seed)
             expert.reset(seed=seed)
             block_y, offsets = obs["obstacle_pos"][1], []
-            for _ in range(env.unwrapped.horizon):
+            for _ in range(env.spec.max_episode_steps):
                 obs, _, terminated, truncated, info = env.step(expert.act(obs))
                 offsets.append(obs["cube_pos"][1] - block_y)
                 if terminated or truncated:
@@ -111,8 +119,8 @@ def test_push_around_expert_takes_the_left_lane_on_even_seeds_and_the_right_on_o
 
 
 def test_camera_option_changes_only_the_image_source():
-    other = make_env("stack", image_size=48, camera="agentview")
-    default = make_env("stack", image_size=48)
+    other = make_env("stack", image_size=48, camera="agentview", privileged=True)
+    default = make_env("stack", image_size=48, privileged=True)
     try:
         a, _ = other.reset(seed=3)
         b, _ = default.reset(seed=3)
@@ -172,7 +180,7 @@ def test_open_loop_stops_rendering_once_it_has_chosen_and_gets_the_same_episode(
 def test_the_wrist_camera_sees_the_same_pixels_without_the_arm_and_videos_still_show_it(task):
     from vinn_policy.envs.robosuite_env import HIDDEN_GROUP
 
-    env = make_env(task, image_size=84)  # the wrist camera, the arm's geoms hidden
+    env = make_env(task, image_size=84, render_mode="rgb_array", privileged=True)  # the wrist camera, the arm's geoms hidden
     rs, expert = env.unwrapped._rs, make_expert(task)
     groups = rs.sim._render_context_offscreen.vopt.geomgroup
     try:
@@ -192,3 +200,63 @@ def test_the_wrist_camera_sees_the_same_pixels_without_the_arm_and_videos_still_
         assert not groups[HIDDEN_GROUP]
     finally:
         env.close()
+
+
+@pytest.fixture(scope="module")
+def stack_pair():
+    """The same task made for an image policy (the default) and for an expert (privileged, with videos)."""
+    plain = make_env("stack", image_size=32, horizon=5)
+    full = make_env("stack", image_size=32, horizon=5, privileged=True, render_mode="rgb_array", render_size=32)
+    yield plain, full
+    plain.close()
+    full.close()
+
+
+def test_the_default_observation_is_pixels_and_proprioception_only(stack_pair):
+    plain, full = stack_pair
+    policy_keys = {"image", "robot0_eef_pos", "robot0_gripper_qpos"}
+    assert set(plain.observation_space.spaces) == set(plain.reset(seed=4)[0]) == policy_keys
+    assert set(full.observation_space.spaces) == set(full.reset(seed=4)[0]) == policy_keys | {"cubeA_pos", "cubeB_pos"}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        check_env(plain.unwrapped, skip_render_check=True, skip_close_check=True)  # the fixture's envs checked those
+
+
+def test_privileged_changes_only_the_keys_not_the_episode(stack_pair):
+    plain, full = stack_pair
+    actions = np.random.default_rng(1).uniform(-1, 1, (4, 4)).astype(np.float32)
+    runs = []
+    for env in stack_pair:
+        obs, _ = env.reset(seed=9)
+        seen = [obs]
+        for a in actions:
+            seen.append(env.step(a)[0])
+        runs.append(seen)
+    for a, b in zip(*runs, strict=True):
+        np.testing.assert_array_equal(a["image"], b["image"])
+        np.testing.assert_array_equal(a["robot0_eef_pos"], b["robot0_eef_pos"])
+
+
+def test_render_is_none_by_default_and_a_frame_with_rgb_array(stack_pair):
+    plain, full = stack_pair
+    plain.reset(seed=0)
+    full.reset(seed=0)
+    assert plain.render_mode is None and plain.render() is None
+    frame = full.render()
+    assert frame.shape == (32, 32, 3) and frame.dtype == np.uint8 and frame.any()
+
+
+def test_horizon_is_the_time_limit_and_the_env_itself_never_truncates(stack_pair):
+    plain, _ = stack_pair
+    assert plain.spec.max_episode_steps == 5
+    plain.reset(seed=0)
+    flags = [plain.step(np.zeros(4, np.float32))[2:4] for _ in range(5)]
+    assert flags == [(False, False)] * 4 + [(False, True)]  # truncated at the 5th step, by TimeLimit
+    assert plain.unwrapped.step(np.zeros(4, np.float32))[3] is False
+
+
+def test_make_env_refuses_a_bad_horizon_or_a_second_step_limit():
+    with pytest.raises(ValueError, match="horizon must be a positive int"):
+        make_env("door", horizon=0)
+    with pytest.raises(ValueError, match="not max_episode_steps="):
+        make_env("door", max_episode_steps=10)

@@ -6,7 +6,7 @@ import torch
 
 from vinn_policy.lwr import knn, softmin_blend, softmin_weights
 
-# VINN_METHOD.md worked example (k = 3).
+# The worked example of README ("The method"), from Pari et al. 2022 (k = 3).
 DISTANCES = torch.tensor([0.5, 0.8, 1.2])
 ACTIONS = torch.tensor([[0.10, 0.0, -0.05], [0.12, 0.02, -0.03], [0.08, -0.01, -0.06]])
 
@@ -68,7 +68,7 @@ def test_knn_exact_match_has_zero_distance():
 @pytest.mark.parametrize(
     "args, match",
     [
-        ((torch.zeros(1, 3), torch.zeros(4, 3), 0), "k must be >= 1"),
+        ((torch.zeros(1, 3), torch.zeros(4, 3), 0), "k .* must be an integer >= 1"),
         ((torch.zeros(1, 3), torch.zeros(0, 3), 1), "empty database"),
         ((torch.zeros(1, 2), torch.zeros(4, 3), 1), "same D"),
     ],
@@ -81,3 +81,19 @@ def test_knn_bad_input(args, match):
 def test_non_positive_temperature_rejected():
     with pytest.raises(ValueError, match="temperature"):
         softmin_weights(DISTANCES, temperature=0.0)
+
+
+def test_the_method_functions_take_numpy_and_return_numpy():
+    # The README's worked example, as a new user types it: numpy arrays (and plain lists) in, numpy out.
+    d, a = DISTANCES.numpy(), ACTIONS.numpy()
+    out = softmin_blend(d, a)
+    assert isinstance(out, np.ndarray)
+    np.testing.assert_allclose(out, [0.1022, 0.0044, -0.0456], atol=5e-5)
+    np.testing.assert_allclose(softmin_blend(d.tolist(), a.tolist()), out, atol=1e-7)
+    assert isinstance(softmin_weights(d), np.ndarray)
+    keys = np.random.default_rng(0).normal(size=(50, 8)).astype(np.float32)
+    dist, idx = knn(keys[:3] + 0.01, keys, 2)
+    assert isinstance(dist, np.ndarray) and isinstance(idx, np.ndarray)
+    np.testing.assert_array_equal(idx[:, 0], [0, 1, 2])
+    t_dist, t_idx = knn(torch.from_numpy(keys[:3] + 0.01), torch.from_numpy(keys), 2)  # torch in, torch out
+    assert isinstance(t_dist, torch.Tensor) and torch.equal(t_idx, torch.from_numpy(idx))

@@ -21,14 +21,66 @@ def policy(episodes, tiny_encoder):
     return VINNPolicy.fit(frames, actions, eps, encoder=tiny_encoder, k=3, gripper_index=3)
 
 
-def test_act_on_a_training_frame_returns_its_episode_action(policy, episodes):
-    frames, actions, _ = episodes
+def test_act_on_a_training_frame_returns_its_episode_action(policy, episodes, tiny_encoder):
+    frames, actions, eps = episodes
     policy.reset()
     a = policy.act(frames[7])
     assert a.shape == (4,) and a.dtype == np.float32
     nb = policy.last_neighbours
     assert nb.indices[0, 0] == 7 and nb.distances[0, 0] < 1e-2
-    assert a[3] in (-1.0, 1.0)
+    # k = 3: the softmin-weighted mean of the three neighbours' translations, the gripper by their weighted vote
+    np.testing.assert_allclose(a[:3], (nb.weights[0, :, None] * actions[nb.indices[0], :3]).sum(0), rtol=1e-5)
+    closed = nb.weights[0][actions[nb.indices[0], 3] > 0].sum() >= 0.5
+    assert a[3] == (1.0 if closed else -1.0)
+    # k = 1: exactly the action demonstration 1 took at that frame
+    nearest = VINNPolicy.fit(frames, actions, eps, encoder=tiny_encoder, k=1, gripper_index=3)
+    np.testing.assert_array_equal(nearest.act(frames[7]), actions[7])
+
+
+def test_act_returns_a_copy_the_policy_does_not_keep(tiny_encoder):
+    policy, scene, other = two_strategy_policy(tiny_encoder, "consistent")
+    policy.reset()
+    policy.act(other)  # previous action: -y
+    a = policy.act(other)
+    kept = policy.last_neighbours.actions.copy()
+    a[:] = [0, 1, 0, -1]  # the caller changes its action (e.g. clips or flips it in place)...
+    np.testing.assert_array_equal(policy.last_neighbours.actions, kept)
+    assert policy.act(scene)[1] == pytest.approx(-1.0, abs=1e-5)  # ...and mode selection still follows the real -y
+
+
+def test_cheap_checks_run_before_any_frame_is_embedded(episodes, tiny_encoder, monkeypatch):
+    frames, actions, eps = episodes
+    monkeypatch.setattr(tiny_encoder, "embed", lambda *a, **k: pytest.fail("embedded before validating"))
+    bad = actions.copy()
+    bad[-1, 0] = np.nan
+    with pytest.raises(ValueError, match="actions contains NaN"):
+        VINNPolicy.fit(frames, bad, eps, encoder=tiny_encoder)
+    with pytest.raises(ValueError, match="episode_ids must be integer-valued"):
+        VINNPolicy.fit(frames, actions, eps + 0.5, encoder=tiny_encoder)
+    with pytest.raises(ValueError, match="same length"):
+        VINNPolicy.fit(frames, actions, eps[:-1], encoder=tiny_encoder)
+    with pytest.raises(ValueError, match="gripper_index 4 is outside"):
+        VINNPolicy.fit(frames, actions, eps, encoder=tiny_encoder, gripper_index=4)
+
+
+def test_fit_and_fit_file_share_one_configuration_surface(tmp_path, episodes, tiny_encoder):
+    import inspect
+
+    from vinn_policy.demos.dataset import write_demos
+
+    from tests.test_demos import ENV_ARGS, fake_episode
+
+    config = {"k", "temperature", "gripper_index", "mode_selection", "image_key", "index", "storage", "batch_size"}
+    assert config <= set(inspect.signature(VINNPolicy.fit).parameters)
+    assert config <= set(inspect.signature(VINNPolicy.fit_file).parameters)
+    path = tmp_path / "door.hdf5"
+    write_demos(path, [fake_episode(s) for s in range(2)], ENV_ARGS)
+    # image_key is the observation key act() reads in both; the file's camera dataset is demo_image_key
+    policy = VINNPolicy.fit_file(path, tiny_encoder, k=2, image_key="rgb", demo_image_key="sideview_image")
+    assert policy.config.image_key == "rgb" and policy.config.k == 2
+    assert policy.act({"rgb": np.zeros((32, 32, 3), np.uint8)}).shape == (4,)
+    with pytest.raises(Exception, match="no 'agentview_image'"):
+        VINNPolicy.fit_file(path, tiny_encoder, demo_image_key="agentview_image")
 
 
 def test_dict_observation_and_batch(policy, episodes):
@@ -70,7 +122,7 @@ def test_corrupted_truncated_and_foreign_artefacts_are_refused(tmp_path, policy)
 
     meta = json.loads(meta_file.read_text())
     meta_file.write_text(json.dumps({**meta, "format_version": 99}))
-    with pytest.raises(ArtefactError, match="format version 99.*reads format version 1"):
+    with pytest.raises(ArtefactError, match="format version 99.*reads format versions"):
         VINNPolicy.load(path)
     meta_file.write_text("{not json")
     with pytest.raises(ArtefactError, match="not valid JSON"):
@@ -253,6 +305,22 @@ def test_uncertainty_is_low_in_distribution_and_high_far_from_the_demos(tmp_path
     assert loaded.reference == policy.reference  # saved with the policy
     with pytest.raises(ValueError, match="call act"):
         VINNPolicy.fit(frames, actions, eps, encoder=tiny_encoder).uncertainty()
+
+
+@pytest.mark.parametrize("reference", [{"distance": 0.0, "spread": 1.0}, {"distance": 1.0}, {"distance": float("nan"), "spread": 1.0}, []])
+def test_a_zero_or_missing_uncertainty_reference_is_refused_not_divided_by(tmp_path, policy, episodes, reference):
+    policy.act(episodes[0][0])
+    policy.reference = reference
+    with pytest.raises(ValueError, match="uncertainty reference must be"):
+        policy.uncertainty()
+    from vinn_policy.artefact import load_artefact, save_artefact
+
+    policy.reference = None
+    tensors, meta = load_artefact(policy.save(tmp_path / "ok"), "vinn_policy")
+    meta = {k: v for k, v in meta.items() if k not in ("kind", "format_version", "weights_sha256", "meta_sha256")}
+    path = save_artefact(tmp_path / "bad", "vinn_policy", tensors, {**meta, "uncertainty_reference": reference})
+    with pytest.raises(ArtefactError, match="uncertainty reference must be"):
+        VINNPolicy.load(path)
 
 
 def two_strategy_policy(tiny_encoder, mode_selection: str, tmp_path=None) -> tuple[VINNPolicy, np.ndarray, np.ndarray]:

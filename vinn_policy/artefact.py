@@ -6,8 +6,11 @@ Every saved object (encoder, VINN policy, BYOL checkpoint, baselines) goes throu
 * loading never unpickles (safetensors + JSON only);
 * the directory is written next to its destination and swapped in with renames, so an interrupted save
   leaves the previous artefact intact;
-* `config.json` records the artefact kind, the format version and the SHA-256 of the weights file, so a
-  truncated, corrupted or foreign file is refused with a message that says what was expected.
+* `config.json` records the artefact kind, the format version, the SHA-256 of the weights file and of its
+  own other fields, so a truncated, corrupted, hand-edited or foreign artefact is refused with a message
+  that says what was expected;
+* a save replaces only an artefact (a folder holding just a known kind's config.json and weights) or an
+  empty folder: a folder with anything else in it is refused, never swapped out and deleted.
 """
 
 from __future__ import annotations
@@ -26,9 +29,13 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+"""2: config.json carries `meta_sha256`, the checksum of its other fields. Version 1 artefacts still load."""
+READABLE_VERSIONS = (1, 2)
 WEIGHTS_FILE = "model.safetensors"
 META_FILE = "config.json"
+KINDS = ("encoder", "vinn_policy", "bc_policy", "open_loop_policy", "random_policy", "byol_checkpoint")
+"""Every artefact kind this package writes: a save may replace a folder holding one of these."""
 
 
 class ArtefactError(ValueError):
@@ -41,6 +48,44 @@ def _sha256(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def _meta_sha256(meta: dict[str, Any]) -> str:
+    """Checksum of config.json's fields other than meta_sha256 itself (canonical JSON, so key order and
+    indentation do not matter)."""
+    fields = {k: v for k, v in meta.items() if k != "meta_sha256"}
+    return hashlib.sha256(json.dumps(fields, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def check_replaceable(path: Path) -> None:
+    """Refuse to save over anything but a missing path, an empty folder or an artefact this package wrote.
+
+    Raises:
+        FileExistsError: `path` is a file, or a folder holding anything besides a known kind's config.json
+            and weights; the message names what is there.
+    """
+    if not path.exists() and not path.is_symlink():
+        return
+    if not path.is_dir() or path.is_symlink():
+        raise FileExistsError(f"Cannot save to {path}: it is a file, not an artefact folder. Choose another path.")
+    entries = sorted(p.name for p in path.iterdir())
+    if not entries:
+        return
+    foreign = [name for name in entries if name not in (META_FILE, WEIGHTS_FILE)]
+    kind = None
+    if META_FILE in entries:
+        try:
+            meta = json.loads((path / META_FILE).read_text())
+            kind = meta.get("kind") if isinstance(meta, dict) else None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            kind = None
+    if foreign or kind not in KINDS:
+        shown = ", ".join(entries[:8]) + (f", ... ({len(entries)} entries)" if len(entries) > 8 else "")
+        why = f"it holds files a save did not write ({', '.join(foreign[:8])})" if foreign else \
+            f"its {META_FILE} names no artefact kind this package writes ({sorted(KINDS)})"
+        raise FileExistsError(f"Refusing to save over {path}: {why}. A save replaces only an empty folder or a saved "
+                              f"artefact ({META_FILE} + {WEIGHTS_FILE}); found: {shown}. Save to another path, or move "
+                              "those files away first.")
 
 
 def usual_permissions(path: str | Path) -> None:
@@ -70,12 +115,14 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 def save_artefact(path: str | Path, kind: str, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> Path:
     """Save `tensors` (safetensors) and `meta` (JSON) as the artefact directory `path`, atomically.
 
-    The new directory is fully written and synced under a temporary name first, then swapped with an
+    `path` must not exist, or be an empty folder or an artefact (see `check_replaceable`): anything else is
+    refused before anything is written. The new directory is fully written and synced under a temporary name first, then swapped with an
     existing artefact at `path` in one atomic exchange (Linux), so a crash at any point keeps a complete
     artefact at `path`. Without renameat2 the old one is renamed aside first; a crash between the two
     renames leaves it as `.<name>.old-<pid>` next to `path`, and loading says so.
     """
     path = Path(path)
+    check_replaceable(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
     try:
@@ -90,6 +137,7 @@ def save_artefact(path: str | Path, kind: str, tensors: dict[str, torch.Tensor],
             "weights_sha256": _sha256(weights),
             **meta,
         }
+        header["meta_sha256"] = _meta_sha256(header)
         (staging / META_FILE).write_text(json.dumps(header, indent=2, sort_keys=True))
         for p in (weights, staging / META_FILE, staging):  # on disk before the swap, not only in the page cache
             _fsync(p)
@@ -157,10 +205,15 @@ def load_artefact(path: str | Path, kind: str) -> tuple[dict[str, torch.Tensor],
     if not isinstance(meta, dict) or meta.get("kind") != kind:
         found = meta.get("kind") if isinstance(meta, dict) else type(meta).__name__
         raise ArtefactError(f"{path} holds a {found!r} artefact; expected a {kind!r} artefact.")
-    if meta.get("format_version") != FORMAT_VERSION:
+    if meta.get("format_version") not in READABLE_VERSIONS:
         raise ArtefactError(
             f"{path} was saved with format version {meta.get('format_version')!r}; this vinn-policy reads "
-            f"format version {FORMAT_VERSION}. Re-create it with this version of vinn-policy."
+            f"format versions {list(READABLE_VERSIONS)}. Re-create it with this version of vinn-policy."
+        )
+    if meta["format_version"] >= 2 and meta.get("meta_sha256") != _meta_sha256(meta):
+        raise ArtefactError(
+            f"{meta_path} does not match its own recorded checksum (meta_sha256): it was edited or corrupted. "
+            "Re-save the artefact from code (e.g. load the original and save again) instead of editing config.json."
         )
     if _sha256(weights_path) != meta.get("weights_sha256"):
         raise ArtefactError(
@@ -171,6 +224,12 @@ def load_artefact(path: str | Path, kind: str) -> tuple[dict[str, torch.Tensor],
     except (SafetensorError, OSError) as e:  # unreachable unless the checksum collides; kept for clarity
         raise ArtefactError(f"{weights_path} is not a readable safetensors file: {e}") from e
     return tensors, meta
+
+
+def artefact_digest(path: str | Path) -> str:
+    """SHA-256 of an artefact's config.json, which records the weights' checksum: two artefacts with the same
+    digest hold the same weights and metadata (results.json records it for each evaluated policy)."""
+    return _sha256(Path(path) / META_FILE)
 
 
 def require_keys(tensors: dict[str, torch.Tensor], names: list[str], path: str | Path) -> None:

@@ -10,9 +10,10 @@ episode into train/validation and keeps the weights of the epoch with the lowest
 from __future__ import annotations
 
 import copy
+import json
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -23,11 +24,18 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from vinn_policy import distributed
+from vinn_policy.actions import resolve_gripper_index
 from vinn_policy.artefact import ArtefactError, load_artefact, require_keys, save_artefact
 from vinn_policy.byol import BYOLConfig, augment_batch, augmentation
+from vinn_policy.database import check_rows
 from vinn_policy.encoder import Encoder, EncoderConfig, check_images, normalize, resize_uint8
 from vinn_policy.policy import extract_images
 from vinn_policy.splits import split_episodes
+
+BC_VERSION = 1
+"""Version of BC training, part of the cache key of trained policies (pipeline.cached_bc). Bump it whenever a change
+to this module alters what fitting produces from the same data and config, so no policy trained by older code is
+reused. 1: gripper_index=-1 resolved to the last dimension (before, its logit was also trained with MSE)."""
 
 
 @dataclass
@@ -47,6 +55,8 @@ class BCConfig:
     augment: bool = True
     """BYOL's augmentations (no flip) on training images; end-to-end only."""
     gripper_index: int | None = None
+    """The gripper's action dimension (-1: the last, as in vinn_policy.actions), classified open/closed; None: all
+    dims regressed. Fitting resolves it against the action size: a fitted policy's config holds the index >= 0."""
     seed: int = 0
     image_key: str = "image"
 
@@ -74,7 +84,7 @@ class ActionHead(nn.Module):
         for a, b in zip(dims[:-1], dims[1:], strict=True):
             layers += [nn.Linear(a, b), nn.ReLU(inplace=True)]
         self.mlp = nn.Sequential(*layers, nn.Linear(dims[-1], action_dim))
-        self.gripper_index = gripper_index
+        self.gripper_index = resolve_gripper_index(gripper_index, action_dim)  # >= 0: `loss` tells it from the MSE dims
         self.register_buffer("gripper_values", torch.tensor(gripper_values, dtype=torch.float32))  # (open, closed)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
@@ -113,6 +123,9 @@ def _train(model: nn.Module, inputs: Callable[[NDArray[np.int64], bool], torch.T
     Under torchrun with several processes each rank takes its shard of every batch (inputs, augmentations
     included, are drawn for the whole batch first) and DistributedDataParallel averages the gradients
     (vinn_policy.distributed), so the result matches one process.
+
+    Raises:
+        FloatingPointError: a training or validation loss is NaN/inf before any epoch had a finite validation loss.
     """
     start = time.perf_counter()
     rank, world = distributed.init()
@@ -142,6 +155,8 @@ def _train(model: nn.Module, inputs: Callable[[NDArray[np.int64], bool], torch.T
         history.train_loss.append(total / steps)
         history.val_loss.append(sum(val) / len(val_rows))
         bar.set_postfix(train=f"{history.train_loss[-1]:.4f}", val=f"{history.val_loss[-1]:.4f}")
+        if best_state is None:  # later, a non-finite loss only stops improving on the best epoch, which is kept
+            _check_finite(history, epoch, desc)
         if history.val_loss[-1] < best:
             best, best_epoch = history.val_loss[-1], epoch
             best_state = copy.deepcopy(model.state_dict())
@@ -152,6 +167,27 @@ def _train(model: nn.Module, inputs: Callable[[NDArray[np.int64], bool], torch.T
     distributed.convert_batchnorm(model, to_sync=False).eval()
     history.best_epoch, history.seconds = best_epoch + 1, time.perf_counter() - start
     return history
+
+
+def _check_finite(history: TrainReport, epoch: int, desc: str) -> None:
+    """Raise if this epoch, with no finite validation loss before it, has a NaN/inf loss: no weights to keep."""
+    for name, value in (("training", history.train_loss[-1]), ("validation", history.val_loss[-1])):
+        if not np.isfinite(value):
+            raise FloatingPointError(
+                f"{desc}: the {name} loss at epoch {epoch + 1} is {value}, with no finite validation loss before it, "
+                "so there are no weights to keep. Try a lower learning rate (BCConfig.lr), and check that the "
+                "inputs (images, or the encoder's features) and the actions are finite.")
+
+
+def _resolve_gripper(config: BCConfig, action_dim: int) -> BCConfig:
+    """`config` with its gripper index as a dimension >= 0 of the action (ValueError if it is not one)."""
+    return replace(config, gripper_index=resolve_gripper_index(config.gripper_index, action_dim))
+
+
+def result_settings(config: BCConfig) -> dict:
+    """What determines a policy fitted on given data: the config (as saved in JSON) and the training code's BC_VERSION.
+    Part of the cache key of pipeline.cached_bc."""
+    return {**json.loads(json.dumps(asdict(config))), "version": BC_VERSION}
 
 
 def _rows(episode_ids: NDArray, val_episodes: object, config: BCConfig) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
@@ -165,13 +201,11 @@ def _rows(episode_ids: NDArray, val_episodes: object, config: BCConfig) -> tuple
 
 
 def _check_data(frames: object, actions: object, episode_ids: object) -> tuple[NDArray, NDArray, NDArray]:
+    """The database's checks (finite actions, integer-valued episode ids, equal lengths), before any training."""
     frames = check_images(frames)
-    actions = np.asarray(actions, dtype=np.float32)
-    episode_ids = np.asarray(episode_ids)
-    if actions.ndim != 2 or len(actions) != len(frames) or len(episode_ids) != len(frames):
-        raise ValueError(f"Expected (N, A) actions and (N,) episode ids for {len(frames)} frames; got {actions.shape}, {episode_ids.shape}.")
-    if not np.isfinite(actions).all():
-        raise ValueError("actions contain NaN or inf.")
+    actions, episode_ids, _, _ = check_rows(actions, episode_ids)
+    if len(actions) != len(frames):
+        raise ValueError(f"Expected one action per frame: {len(frames)} frames, {len(actions)} actions.")
     return frames, actions, episode_ids
 
 
@@ -203,8 +237,8 @@ class BCPolicy:
         `encoder` initialises the trunk (e.g. ImageNet weights); default random init. `device`: where to
         train (default cuda when available; images are kept and augmented there); the policy returns on the CPU.
         """
-        config = config or BCConfig()
         frames, actions, episode_ids = _check_data(frames, actions, episode_ids)
+        config = _resolve_gripper(config or BCConfig(), actions.shape[1])
         torch.manual_seed(config.seed)
         encoder = copy.deepcopy(encoder) if encoder is not None else Encoder(config.encoder)
         head = cls._new_head(encoder, actions, config)
@@ -231,8 +265,8 @@ class BCPolicy:
                         device: str | None = None) -> BCPolicy:
         """BC-rep: embed frames once with a frozen encoder (on its device), train only the head (on `device`,
         default cuda when available; it returns on the CPU)."""
-        config = config or BCConfig()
         frames, actions, episode_ids = _check_data(frames, actions, episode_ids)
+        config = _resolve_gripper(config or BCConfig(), actions.shape[1])
         torch.manual_seed(config.seed)
         device = distributed.device(device)
         features = torch.from_numpy(encoder.embed(frames)).to(device)  # (N, D)
@@ -270,9 +304,9 @@ class BCPolicy:
         tensors, meta = load_artefact(path, "bc_policy")
         require_keys(tensors, ["head.gripper_values"], path)
         try:
-            config = BCConfig(**meta["bc"])
             dims = [int(d) for d in meta["head_dims"]]
-        except (KeyError, TypeError, ValueError) as e:
+            config = _resolve_gripper(BCConfig(**meta["bc"]), dims[-1])  # policies saved before fitting resolved it hold -1
+        except (KeyError, TypeError, ValueError, IndexError) as e:
             raise ArtefactError(f"{path}: invalid BC metadata ({e}).") from e
         encoder = Encoder.from_saved(tensors, meta, path)
         head = ActionHead(encoder.feature_dim, tuple(dims[:-1]), dims[-1], config.gripper_index)

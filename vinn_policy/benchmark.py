@@ -17,10 +17,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from vinn_policy.artefact import atomic_write_text
+from vinn_policy.actions import GRIPPER_INDEX
+from vinn_policy.artefact import artefact_digest, atomic_write_text
 from vinn_policy.baselines import OpenLoopPolicy, RandomPolicy, load_policy
 from vinn_policy.bc import BCConfig
 from vinn_policy.byol import BYOLConfig
+from vinn_policy.database import EmbeddingDatabase
 from vinn_policy.demos.collect import EVAL_SEED_BASE
 from vinn_policy.demos.dataset import Demos
 from vinn_policy.diagnostics import diagnose
@@ -28,14 +30,13 @@ from vinn_policy.encoder import Encoder, EncoderConfig
 from vinn_policy.evaluation import evaluate_methods, summarize
 from vinn_policy.offline import OfflineConfig, gripper_accuracy, knn_curve, predict_frames, translation_mse
 from vinn_policy.pipeline import cached_bc, cached_byol, ensure_demos
-from vinn_policy.policy import VINNPolicy
+from vinn_policy.policy import VINNConfig, VINNPolicy
 from vinn_policy.results import environment, host_speed, time_calls
 from vinn_policy.rollout import run_episode, run_jobs
 from vinn_policy.video import NeighbourStrip, write_mp4
 
 METHODS = ("vinn", "vinn_random", "bc", "bc_rep", "open_loop", "random")
 OPTIONAL_METHODS = ("vinn_dominant", "vinn_consistent")  # VINN with mode selection (VINNConfig.mode_selection)
-GRIPPER = 3
 
 
 @dataclass
@@ -57,7 +58,8 @@ class BenchmarkArgs:
     seed: int = 0
     """Evaluation seeds are EVAL_SEED_BASE + 1000 * seed + i."""
     out: str | None = None
-    """Report directory (default benchmarks/results/<task>; runs/smoke-<task> with --smoke)."""
+    """Report directory (default runs/<task>, beside the policies and videos; runs/smoke-<task> with --smoke). The committed results are
+    refreshed only on purpose: --out benchmarks/results/<task>."""
     run_dir: str | None = None
     """Policies and videos (default runs/<task>)."""
     data_dir: str = "data"
@@ -114,7 +116,7 @@ class BenchmarkArgs:
 
     @property
     def report_dir(self) -> Path:
-        return Path(self.out or (f"runs/smoke-{self.task}" if self.smoke else f"benchmarks/results/{self.task}"))
+        return Path(self.out or (f"runs/smoke-{self.task}" if self.smoke else f"runs/{self.task}"))
 
     @property
     def work_dir(self) -> Path:
@@ -135,8 +137,8 @@ class BenchmarkArgs:
 
     def bc_config(self, representation: bool = False) -> BCConfig:
         if self.paper:
-            return replace(BCConfig.paper(representation), gripper_index=GRIPPER)
-        return BCConfig(encoder=self.encoder_config(), epochs=self.bc_epochs, gripper_index=GRIPPER,
+            return replace(BCConfig.paper(representation), gripper_index=GRIPPER_INDEX)
+        return BCConfig(encoder=self.encoder_config(), epochs=self.bc_epochs, gripper_index=GRIPPER_INDEX,
                         batch_size=16 if self.smoke else 64)
 
     def eval_seeds(self) -> list[int]:
@@ -162,9 +164,25 @@ class Stages:
 
 
 def choose_k(encoder_embeddings: np.ndarray, data: Demos, train_rows: np.ndarray, val_rows: np.ndarray) -> tuple[int, dict]:
-    """The k with the lowest offline translation MSE on the validation rows, and the whole k curve."""
-    curve = knn_curve(encoder_embeddings, data.actions, data.episode_ids, train_rows, val_rows, OfflineConfig(gripper_index=GRIPPER))
+    """The k with the lowest offline translation MSE on the validation rows, and the whole k curve.
+
+    encoder_embeddings: (N, D) embeddings of all of data's frames (train and validation rows index into them).
+    """
+    curve = knn_curve(encoder_embeddings, data.actions, data.episode_ids, train_rows, val_rows, OfflineConfig(gripper_index=GRIPPER_INDEX))
     return int(curve["k"][int(np.argmin(curve["mse"]))]), curve
+
+
+def fit_vinn(encoder: Encoder, embeddings: np.ndarray, data: Demos, train_rows: np.ndarray, val_rows: np.ndarray,
+             k: int | None = None, mode_selection: str = "none") -> tuple[VINNPolicy, dict]:
+    """VINN over the train rows' embeddings (computed once, for choosing k as well), with k chosen on the validation
+    rows unless given; calibrated. Returns (policy, {"k", "k_curve_val"})."""
+    chosen, curve = choose_k(embeddings, data, train_rows, val_rows)
+    k = k or chosen
+    database = EmbeddingDatabase(embeddings[train_rows], data.actions[train_rows], data.episode_ids[train_rows],
+                                 data.frame_indices[train_rows], gripper_index=GRIPPER_INDEX)
+    policy = VINNPolicy(encoder, database, VINNConfig(k=k, gripper_index=GRIPPER_INDEX, mode_selection=mode_selection))
+    policy.calibrate()  # uncertainty reference, saved with the policy
+    return policy, {"k": k, "k_curve_val": curve}
 
 
 def build_encoder(args: BenchmarkArgs, frames: np.ndarray) -> tuple[Encoder, dict]:
@@ -184,7 +202,7 @@ def train_policies(args: BenchmarkArgs, data: Demos, n_train: int, encoder: Enco
     rows = np.concatenate([train_rows, val_rows])
     val_eps = np.unique(data.episode_ids[val_rows])
     frames, actions, eps = data.frames[train_rows], data.actions[train_rows], data.episode_ids[train_rows]
-    info: dict[str, Any] = {"train_episodes": n_train, "val_episodes": len(val_eps), "train_seconds": {}, "paths": {}}
+    info: dict[str, Any] = {"train_episodes": n_train, "val_episodes": len(val_eps), "train_seconds": {}, "paths": {}, "k_by_method": {}}
 
     def timed(name: str, fit) -> None:
         t = time.perf_counter()
@@ -194,24 +212,26 @@ def train_policies(args: BenchmarkArgs, data: Demos, n_train: int, encoder: Enco
 
     if torch.cuda.is_available():  # embed the demos there (artefacts are saved as CPU tensors; rollouts run on the CPU)
         encoder = encoder.to("cuda")
-    if {"vinn", "vinn_random", *OPTIONAL_METHODS} & set(args.methods):
-        embeddings = encoder.embed(data.frames)
-        chosen, curve = choose_k(embeddings, data, train_rows, val_rows)
-        info["k"], info["k_curve_val"] = k or args.k or chosen, curve
-    def vinn(enc: Encoder, mode_selection: str = "none") -> VINNPolicy:
-        policy = VINNPolicy.fit(frames, actions, eps, encoder=enc, k=info["k"], gripper_index=GRIPPER, mode_selection=mode_selection)
-        policy.calibrate()  # uncertainty reference, saved with the policy
+    embeddings: dict[int, np.ndarray] = {}
+
+    def vinn(name: str, enc: Encoder, mode_selection: str = "none") -> VINNPolicy:
+        if id(enc) not in embeddings:  # once per encoder: the same embeddings choose k and fill the database
+            embeddings[id(enc)] = enc.embed(data.frames)
+        policy, chosen = fit_vinn(enc, embeddings[id(enc)], data, train_rows, val_rows, k or args.k, mode_selection)
+        info["k_by_method"][name] = chosen["k"]
+        if enc is encoder:
+            info.update(chosen)  # VINN's k and validation curve, shared by its mode-selection variants
         return policy
 
     if "vinn" in args.methods:
-        timed("vinn", lambda: vinn(encoder))
+        timed("vinn", lambda: vinn("vinn", encoder))
     for name in OPTIONAL_METHODS:
         if name in args.methods:
-            timed(name, functools.partial(vinn, encoder, name.removeprefix("vinn_")))
-    if "vinn_random" in args.methods:
+            timed(name, functools.partial(vinn, name, encoder, name.removeprefix("vinn_")))
+    if "vinn_random" in args.methods:  # the untrained encoder's neighbours, with their own k
         torch.manual_seed(args.seed)
         untrained = Encoder(encoder.config).to(encoder.device)
-        timed("vinn_random", lambda: vinn(untrained))
+        timed("vinn_random", lambda: vinn("vinn_random", untrained))
     bc_data = (data.frames[rows], data.actions[rows], data.episode_ids[rows])
     if "bc" in args.methods:  # cached like BYOL: a rerun on the same data and settings reuses the trained policy
         timed("bc", lambda: cached_bc(*bc_data, args.bc_config(), val_eps, None, args.cache_dir, args.retrain)[0])
@@ -232,7 +252,7 @@ def offline_errors(paths: dict[str, str], data: Demos, rows: np.ndarray) -> dict
     target = data.actions[rows]
     for name, path in paths.items():
         pred = predict_frames(load_policy(path), data.frames[rows], data.episode_ids[rows])
-        errors[name] = {"mse": translation_mse(pred, target), "gripper_accuracy": gripper_accuracy(pred, target, GRIPPER)}
+        errors[name] = {"mse": translation_mse(pred, target), "gripper_accuracy": gripper_accuracy(pred, target, GRIPPER_INDEX)}
     return errors
 
 
@@ -251,7 +271,7 @@ def record_videos(args: BenchmarkArgs, paths: dict[str, str], data: Demos, rows_
     reproduce the evaluation. VINN's frames carry a strip of its nearest demonstration frames."""
     from vinn_policy.envs import make_env
 
-    make = functools.partial(make_env, args.task, image_size=args.image_px, camera=args.camera, render_size=256, horizon=args.horizon)
+    make = functools.partial(make_env, args.task, image_size=args.image_px, camera=args.camera, render_mode="rgb_array", render_size=256, horizon=args.horizon)
     jobs = [(name, functools.partial(load_policy, path), seed) for name, path in paths.items() for seed in args.eval_seeds()[: args.videos]]
     vinn = any(name.startswith("vinn") for name in paths)
     annotate = NeighbourStrip(data.frames[data.episode_ids < args.demos]) if vinn else None  # the databases' frames, in row order
@@ -303,7 +323,9 @@ def run(args: BenchmarkArgs) -> dict[str, Any]:
                                                                        "frames": int(len(data.frames))},
         "encoder": {"kind": args.encoder, **{k: v for k, v in encoder_info.items() if k != "losses"},
                     "byol_losses": encoder_info.get("losses"), "config": asdict(encoder.config)},
-        "k": trained.get("k"), "k_curve_val": trained.get("k_curve_val"), "train_seconds": trained["train_seconds"],
+        "k": trained.get("k"), "k_by_method": trained["k_by_method"], "k_curve_val": trained.get("k_curve_val"),
+        "train_seconds": trained["train_seconds"],
+        "policies": {name: {"path": path, "sha256": artefact_digest(path)} for name, path in trained["paths"].items()},
         "offline": trained["offline"], "summary": summary, "diagnostics": diagnostics, "episodes": rows, "sweeps": sweeps,
         "act_latency_ms": latency, "videos": videos, "stage_seconds": stages.seconds,
         "wall_seconds": round(time.perf_counter() - start, 1),
@@ -326,7 +348,7 @@ def _k_sweep(args: BenchmarkArgs, data: Demos, encoder: Encoder, run_dir: Path, 
     train_rows = np.flatnonzero(data.episode_ids < args.demos)
     for k in args.k_sweep:
         policy = VINNPolicy.fit(data.frames[train_rows], data.actions[train_rows], data.episode_ids[train_rows],
-                                encoder=encoder, k=k, gripper_index=GRIPPER)
+                                encoder=encoder, k=k, gripper_index=GRIPPER_INDEX)
         path = policy.save(run_dir / "sweep" / f"vinn_k{k}")
         rows = evaluate_methods(make, {f"vinn_k{k}": path}, args.eval_seeds(), args.workers)
         out[str(k)] = summ(rows)["methods"][f"vinn_k{k}"]
@@ -363,21 +385,41 @@ def replay(args: BenchmarkArgs) -> dict[str, Any]:
 
     path = args.work_dir / "policies" / args.method
     policy = load_policy(path)
-    env = make_env(args.task, image_size=args.image_px, camera=args.camera, render_size=256, horizon=args.horizon)
+    env = make_env(args.task, image_size=args.image_px, camera=args.camera, render_mode="rgb_array", render_size=256, horizon=args.horizon)
     try:
         episode = run_episode(env, policy, args.replay, render=True)
     finally:
         env.close()
     video = write_mp4(args.work_dir / "videos" / f"replay_{args.method}_seed{args.replay}.mp4", episode.frames)
     result = {"method": args.method, "seed": args.replay, "success": episode.success, "steps": episode.steps, "video": str(video)}
-    results_file = args.report_dir / "results.json"
-    if results_file.exists():
-        ref = [r for r in json.loads(results_file.read_text())["episodes"] if r["method"] == args.method and r["seed"] == args.replay]
-        if ref:
-            result["recorded"] = {"success": ref[0]["success"], "steps": ref[0]["steps"]}
-            result["reproduces"] = ref[0]["success"] == episode.success and ref[0]["steps"] == episode.steps
+    result.update(compare_with_recorded(args.report_dir / "results.json", args.method, args.replay, path, episode))
     print(json.dumps(result))
     return result
+
+
+def compare_with_recorded(results_file: Path, method: str, seed: int, policy_path: Path, episode) -> dict[str, Any]:
+    """Whether a re-run episode reproduces the one results.json recorded, or why that cannot be judged.
+
+    A comparison only means something if the saved policy is the one that produced the recorded episode, so
+    the policy's artefact checksum must match the one results.json recorded for it.
+    """
+    if not results_file.exists():
+        return {"reproduces": None, "why": f"no {results_file} to compare with"}
+    results = json.loads(results_file.read_text())
+    ref = [r for r in results["episodes"] if r["method"] == method and r["seed"] == seed]
+    if not ref:
+        return {"reproduces": None, "why": f"{results_file} has no {method} episode with seed {seed}"}
+    recorded = {"success": ref[0]["success"], "steps": ref[0]["steps"]}
+    saved = results.get("policies", {}).get(method, {}).get("sha256")
+    if saved is None:
+        return {"recorded": recorded, "reproduces": None,
+                "why": f"{results_file} records no checksum for {method}'s policy, so it cannot tell whether {policy_path} "
+                       "produced the recorded episode"}
+    if saved != artefact_digest(policy_path):
+        return {"recorded": recorded, "reproduces": None,
+                "why": f"{policy_path} is not the policy that produced {results_file} (artefact checksum {artefact_digest(policy_path)[:12]}, "
+                       f"recorded {saved[:12]}): it was trained again since. Point --out at the report of the run that saved it."}
+    return {"recorded": recorded, "reproduces": recorded == {"success": episode.success, "steps": episode.steps}}
 
 
 def main(args: BenchmarkArgs) -> dict[str, Any]:

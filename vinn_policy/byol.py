@@ -28,6 +28,12 @@ from vinn_policy.artefact import ArtefactError, load_artefact, save_artefact
 from vinn_policy.encoder import Encoder, EncoderConfig, build_trunk, check_images, normalize, resize_uint8
 
 CHECKPOINT_NAME = "byol_checkpoint"
+BYOL_VERSION = 1
+"""Version of BYOL training, saved in checkpoints and part of the cache key of trained encoders (pipeline.cached_byol).
+Bump it whenever a change to this module alters what `train_byol` produces from the same frames and config, so no
+encoder or checkpoint made by older code is reused."""
+SCHEDULE_FIELDS = ("checkpoint_every",)
+"""BYOLConfig fields that say when to save, not what is trained: outside the cache key, free to change on resume."""
 
 
 @dataclass
@@ -52,7 +58,7 @@ class BYOLConfig:
     blur_sigma: tuple[float, float] = (1.0, 2.0)
     seed: int = 0
     checkpoint_every: int = 1
-    """Epochs between checkpoints (when a checkpoint directory is given)."""
+    """Epochs between checkpoints (when a checkpoint directory is given); it may change when resuming."""
 
     def __post_init__(self) -> None:
         if isinstance(self.encoder, dict):
@@ -144,19 +150,31 @@ def augment_batch(images: torch.Tensor, aug: T.Compose) -> torch.Tensor:
     return torch.stack([aug(img) for img in x])
 
 
+def result_settings(config: BYOLConfig) -> dict:
+    """What determines the encoder trained on given frames: the config (as saved in JSON) without its
+    SCHEDULE_FIELDS, and the training code's BYOL_VERSION. The cache key of pipeline.cached_byol."""
+    return _settings(json_roundtrip(asdict(config)), BYOL_VERSION)
+
+
+def _settings(config: dict, version: int | None) -> dict:
+    return {**{k: v for k, v in config.items() if k not in SCHEDULE_FIELDS}, "version": version}
+
+
 def _save_checkpoint(path: Path, model: BYOL, optimizer: torch.optim.Optimizer, config: BYOLConfig, epoch: int, losses: list[float]) -> None:
     state = optimizer.state_dict()
     tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
     for i, s in state["state"].items():
         tensors.update({f"optim.{i}.{name}": torch.as_tensor(v) for name, v in s.items()})
-    meta = {"config": asdict(config), "epoch": epoch, "losses": losses, "param_groups": state["param_groups"]}
+    meta = {"config": asdict(config), "version": BYOL_VERSION, "epoch": epoch, "losses": losses, "param_groups": state["param_groups"]}
     save_artefact(path, "byol_checkpoint", tensors, meta)
 
 
 def _load_checkpoint(path: Path, model: BYOL, optimizer: torch.optim.Optimizer, config: BYOLConfig) -> tuple[int, list[float]]:
     tensors, meta = load_artefact(path, "byol_checkpoint")
-    saved = {k: v for k, v in meta["config"].items() if k != "epochs"}
-    now = {k: v for k, v in json_roundtrip(asdict(config)).items() if k != "epochs"}
+    saved = _settings(meta["config"], meta.get("version"))  # None: made before checkpoints recorded the version
+    now = result_settings(config)
+    for settings in (saved, now):
+        settings.pop("epochs", None)  # may be raised to train longer
     if saved != now:
         diff = {k: (saved.get(k), now.get(k)) for k in set(saved) | set(now) if saved.get(k) != now.get(k)}
         raise ValueError(f"The checkpoint in {path} was made with other settings {diff} (saved, now); "
@@ -193,7 +211,9 @@ def train_byol(
         config: training settings (`BYOLConfig()` if None).
         checkpoint_dir: if given, a checkpoint is written there atomically every `checkpoint_every` epochs,
             and a call with a checkpoint already there resumes from its epoch, optimizer and EMA state
-            (the settings must match, except `epochs`, which may be raised to train longer).
+            (the settings and BYOL_VERSION must match, except `epochs`, which may be raised to train longer, and
+            `checkpoint_every`). A checkpoint past `epochs` is an error rather than returned: its encoder was
+            trained longer than asked, and silently handing it back would mislabel it.
         progress: show a tqdm bar with the running loss.
         device: "cpu", "cuda", ...; default cuda when available. On a GPU the frames are kept on the device
             and augmented there.
@@ -204,6 +224,9 @@ def train_byol(
 
     Returns:
         (encoder, losses): the online encoder (origin "byol") and the per-epoch mean losses.
+
+    Raises:
+        ValueError: fewer than 2 frames; a checkpoint made with other settings, or at an epoch past `epochs`.
     """
     config = config or BYOLConfig()
     frames = check_images(frames)
@@ -221,6 +244,10 @@ def train_byol(
     optimizer = torch.optim.Adam(model.online_parameters(), lr=config.lr)
     ckpt = Path(checkpoint_dir) / CHECKPOINT_NAME if checkpoint_dir is not None else None
     start, losses = (_load_checkpoint(ckpt, model, optimizer, config) if ckpt is not None and ckpt.exists() else (0, []))
+    if start > config.epochs:
+        raise ValueError(f"The checkpoint in {ckpt} is at epoch {start}, more than the {config.epochs} epochs asked for; "
+                         f"ask for epochs >= {start} to resume it, or use another checkpoint directory (or delete this one) "
+                         f"to train {config.epochs} epochs afresh.")
 
     aug = augmentation(config)
     batch = min(config.batch_size, len(data))

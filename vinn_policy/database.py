@@ -18,7 +18,8 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
-from vinn_policy.lwr import knn_other_groups, softmin_weights
+from vinn_policy.actions import resolve_gripper_index
+from vinn_policy.lwr import check_k, knn_other_groups, softmin_weights
 from vinn_policy.search import INDEXES, STORAGES, SearchIndex, check_choice
 
 
@@ -45,12 +46,42 @@ def _as_array(name: str, x: object, dtype: type, ndim: int) -> np.ndarray:
     a = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
     if a.ndim != ndim:
         raise ValueError(f"{name} must have {ndim} dimensions; got shape {a.shape}.")
-    if a.dtype.kind not in "biuf":
-        raise ValueError(f"{name} must be numeric; got dtype {a.dtype}.")
-    a = a.astype(dtype, copy=False)
+    if a.dtype.kind not in "iuf":  # booleans are refused too: True/False embeddings or ids are a caller's mistake
+        raise ValueError(f"{name} must be numeric (integer or float); got dtype {a.dtype}.")
     if a.dtype.kind == "f" and not np.isfinite(a).all():
         raise ValueError(f"{name} contains NaN or inf values (first bad row {int(np.argmin(np.isfinite(a).all(axis=tuple(range(1, a.ndim)))))}).")
-    return a
+    if np.dtype(dtype).kind == "i" and a.dtype.kind == "f" and (a != np.round(a)).any():
+        bad = a[a != np.round(a)]
+        raise ValueError(f"{name} must be integer-valued (truncating {bad[0]!r} would merge rows that differ); "
+                         f"got {len(bad)} non-integer values.")
+    return a.astype(dtype, copy=False)
+
+
+def check_rows(actions: object, episode_ids: object, frame_indices: object = None,
+               gripper_index: int | None = None) -> tuple[NDArray[np.float32], NDArray[np.int64], NDArray[np.int64], int | None]:
+    """Validate a database's per-frame columns before anything costly (embedding) happens.
+
+    Returns:
+        (actions (N, A) float32, episode_ids (N,) int64, frame_indices (N,) int64 (derived per episode if None),
+        gripper_index resolved to a non-negative dimension or None).
+
+    Raises:
+        ValueError: non-finite actions, non-integer or boolean ids, mismatched lengths, gripper_index outside A.
+    """
+    act = _as_array("actions", actions, np.float32, 2)
+    ep = _as_array("episode_ids", episode_ids, np.int64, 1)
+    n = len(act)
+    if len(ep) != n:
+        raise ValueError(f"actions and episode_ids need the same length; got {n} and {len(ep)}.")
+    if frame_indices is None:
+        frame_indices = np.zeros(n, np.int64)
+        for e in np.unique(ep):
+            rows = np.flatnonzero(ep == e)
+            frame_indices[rows] = np.arange(len(rows))
+    fi = _as_array("frame_indices", frame_indices, np.int64, 1)
+    if len(fi) != n:
+        raise ValueError(f"frame_indices needs length {n}; got {len(fi)}.")
+    return act, ep, fi, resolve_gripper_index(gripper_index, act.shape[1])
 
 
 class EmbeddingDatabase:
@@ -78,23 +109,12 @@ class EmbeddingDatabase:
             storage: "float32", or "float16" (half the memory and bytes read per query; effect in perf.md).
         """
         emb = _as_array("embeddings", embeddings, np.float32, 2)
-        act = _as_array("actions", actions, np.float32, 2)
-        ep = _as_array("episode_ids", episode_ids, np.int64, 1)
         n = len(emb)
         if n == 0:
             raise ValueError("The database is empty: expected at least one (embedding, action) row.")
-        if len(act) != n or len(ep) != n:
+        act, ep, fi, gripper_index = check_rows(actions, episode_ids, frame_indices, gripper_index)
+        if len(act) != n:
             raise ValueError(f"embeddings, actions and episode_ids need the same length; got {n}, {len(act)}, {len(ep)}.")
-        if frame_indices is None:
-            frame_indices = np.zeros(n, np.int64)
-            for e in np.unique(ep):
-                rows = np.flatnonzero(ep == e)
-                frame_indices[rows] = np.arange(len(rows))
-        fi = _as_array("frame_indices", frame_indices, np.int64, 1)
-        if len(fi) != n:
-            raise ValueError(f"frame_indices needs length {n}; got {len(fi)}.")
-        if gripper_index is not None and not -act.shape[1] <= gripper_index < act.shape[1]:
-            raise ValueError(f"gripper_index {gripper_index} is outside the action's {act.shape[1]} dimensions.")
         self.index_kind, self.storage = check_choice("index", index, INDEXES), check_choice("storage", storage, STORAGES)
         if storage == "float16" and np.abs(emb).max() > np.finfo(np.float16).max:
             raise ValueError("Embeddings exceed float16's range (|x| > 65504); use storage='float32'.")
@@ -102,7 +122,7 @@ class EmbeddingDatabase:
         self.actions = torch.from_numpy(act.copy())  # (N, A)
         self.episode_ids = ep.copy()
         self.frame_indices = fi.copy()
-        self.gripper_index = None if gripper_index is None else gripper_index % act.shape[1]
+        self.gripper_index = gripper_index
         self._index: SearchIndex | None = None  # built on first search: LOEO, extend etc. never need it
 
     def __len__(self) -> int:
@@ -154,6 +174,7 @@ class EmbeddingDatabase:
         This is how far, and how consistent, neighbours are for a frame the database has not seen from the
         same demonstration: the reference against which query distances are judged. `rows` overrides the sample.
         """
+        check_k(k)
         if len(np.unique(self.episode_ids)) < 2:
             raise ValueError("Leave-one-episode-out needs at least 2 episodes in the database.")
         rows = self.held_out_rows(max_queries, seed) if rows is None else np.asarray(rows, np.int64)
@@ -178,7 +199,7 @@ class EmbeddingDatabase:
 
     def without_episodes(self, episode_ids: object) -> EmbeddingDatabase:
         """A database without the rows of these episodes (all must be present; at least one row must remain)."""
-        drop = np.unique(np.asarray(list(np.atleast_1d(episode_ids)), np.int64))
+        drop = np.unique(_as_array("episode_ids", np.atleast_1d(episode_ids), np.int64, 1))
         missing = np.setdiff1d(drop, self.episode_ids)
         if len(missing):
             raise ValueError(f"Episode ids {missing[:10].tolist()} are not in the database.")

@@ -1,4 +1,4 @@
-"""Measured checks of VINN's assumptions for a demonstration set and an encoder (VINN_METHOD.md, "assumptions").
+"""Measured checks of VINN's assumptions (Pari et al. 2022) for a demonstration set and an encoder (README, "Why it acted").
 
 - Action consistency: do visual neighbours act alike? For held-out frames (leave one episode out), the
   spread of the k neighbours' actions against that of k random frames, and the Spearman correlation between
@@ -23,6 +23,7 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy.stats import spearmanr
 
+from vinn_policy.actions import GRIPPER_INDEX
 from vinn_policy.database import EmbeddingDatabase, Neighbours
 
 # Verdict thresholds (documented in the report): below CONSISTENT the neighbours' actions agree far more than
@@ -248,8 +249,7 @@ def run(args: DiagnoseArgs) -> dict[str, Any]:
 
     data = load_demos(args.demos, max_episodes=args.episodes)
     encoder = load_encoder(args.encoder)
-    gripper = data.actions.shape[1] - 1  # envs' actions are [dx, dy, dz, grip]
-    policy = VINNPolicy.fit(data.frames, data.actions, data.episode_ids, encoder=encoder, k=args.k, gripper_index=gripper,
+    policy = VINNPolicy.fit(data.frames, data.actions, data.episode_ids, encoder=encoder, k=args.k, gripper_index=GRIPPER_INDEX,
                             frame_indices=data.frame_indices)
     rollout_nn = None
     if args.rollouts:

@@ -2,10 +2,10 @@
 
     torchrun --nproc_per_node 2 -m vinn_policy.byol --demos data/door_84px.hdf5 --out runs/encoder
 
-Under torchrun (WORLD_SIZE > 1) training joins a process group (nccl on GPUs, gloo on CPUs), wraps the network
-in DistributedDataParallel and gives each rank an equal shard of every global batch. BatchNorm statistics
-are synchronised across ranks, so N processes compute what one process computes with the whole batch:
-torch's SyncBatchNorm on GPUs; on CPUs, where torch refuses it, `CpuSyncBatchNorm` below.
+Under torchrun (WORLD_SIZE > 1) training joins a process group (nccl for CUDA tensors, gloo for CPU ones),
+wraps the network in DistributedDataParallel and gives each rank an equal shard of every global batch.
+BatchNorm statistics are synchronised across ranks, so N processes compute what one process computes with the
+whole batch: torch's SyncBatchNorm on GPUs; on CPUs, where torch refuses it, `CpuSyncBatchNorm` below.
 """
 
 from __future__ import annotations
@@ -25,8 +25,19 @@ def init() -> tuple[int, int]:
     if not dist.is_initialized():
         if torch.cuda.is_available():
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        dist.init_process_group(backend())
     return dist.get_rank(), dist.get_world_size()
+
+
+def backend() -> str:
+    """The process group's backend: nccl for CUDA tensors and gloo for CPU ones when there is a GPU, else gloo.
+
+    Some reductions are of CPU tensors even when training on GPUs (`mean_over_ranks` of each step's loss),
+    and nccl alone has no CPU backend: the first step failed. Reducing them with gloo, rather than copying
+    each scalar to the GPU, keeps `mean_over_ranks` free of a device argument; gradients (DDP) and
+    SyncBatchNorm statistics, the large CUDA reductions, stay on nccl.
+    """
+    return "cuda:nccl,cpu:gloo" if torch.cuda.is_available() else "gloo"
 
 
 def device(rank_device: str | None) -> torch.device:

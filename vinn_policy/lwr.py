@@ -1,6 +1,7 @@
 """Locally weighted regression: k nearest neighbours by L2 distance and the softmin-weighted mean.
 
-Pure functions on torch tensors; B = queries, N = database frames, D = embedding size, A = action size.
+Pure functions on torch tensors or numpy arrays (results come back in the caller's kind: numpy in, numpy out);
+B = queries, N = database frames, D = embedding size, A = action size.
 """
 
 from __future__ import annotations
@@ -10,18 +11,27 @@ import torch
 from numpy.typing import NDArray
 
 
+def _as_tensor(x: object) -> torch.Tensor:
+    return x if isinstance(x, torch.Tensor) else torch.from_numpy(np.asarray(x))
+
+
+def _like(caller: object, *results: torch.Tensor) -> tuple:
+    """Results as numpy arrays when the caller passed numpy (or lists), else as tensors."""
+    return results if isinstance(caller, torch.Tensor) else tuple(r.numpy() for r in results)
+
+
 def squared_norms(keys: torch.Tensor) -> torch.Tensor:
     """(N, D) -> (N,) squared L2 norms; precompute once per database and pass to `knn`."""
     return (keys.float() * keys.float()).sum(dim=1)
 
 
 def knn(
-    query: torch.Tensor, keys: torch.Tensor, k: int, keys_sq: torch.Tensor | None = None
-) -> tuple[torch.Tensor, torch.Tensor]:
+    query: torch.Tensor | NDArray, keys: torch.Tensor | NDArray, k: int, keys_sq: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor] | tuple[NDArray[np.float32], NDArray[np.int64]]:
     """Exact k nearest neighbours by L2 distance.
 
     Args:
-        query: (B, D) query embeddings.
+        query: (B, D) query embeddings, torch or numpy (the results come back in the same kind).
         keys: (N, D) database embeddings (float32 or float16; distances are computed in float32).
         k: neighbours per query. If k > N all N are returned (k is clamped to N, silently: asking for more
             neighbours than exist is legitimate for small databases).
@@ -30,8 +40,8 @@ def knn(
     Returns:
         distances (B, min(k, N)) ascending, and indices (B, min(k, N)) into keys.
     """
-    if k < 1:
-        raise ValueError(f"k must be >= 1; got {k}.")
+    caller, query, keys = query, _as_tensor(query), _as_tensor(keys)
+    check_k(k)
     if query.ndim != 2 or keys.ndim != 2 or query.shape[1] != keys.shape[1]:
         raise ValueError(f"Expected query (B, D) and keys (N, D) with the same D; got {tuple(query.shape)} and {tuple(keys.shape)}.")
     if keys.shape[0] == 0:
@@ -46,7 +56,14 @@ def knn(
     sq = (q * q).sum(1, keepdim=True) - 2.0 * dots + keys_sq[None, :]  # (B, N)
     k = min(k, keys.shape[0])
     _, idx = torch.topk(-sq, k, dim=1, largest=True, sorted=True)  # (B, k)
-    return exact_distances(q, keys, idx)
+    return _like(caller, *exact_distances(q, keys, idx))
+
+
+def check_k(k: object) -> int:
+    """k as an int >= 1 (numpy integers welcome); a ValueError naming it otherwise. Every search backend uses it."""
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise ValueError(f"k (neighbours per query) must be an integer >= 1; got {k!r}.")
+    return int(k)
 
 
 def knn_other_groups(rows: NDArray[np.integer], keys: torch.Tensor, k: int, groups: NDArray[np.integer],
@@ -62,7 +79,7 @@ def knn_other_groups(rows: NDArray[np.integer], keys: torch.Tensor, k: int, grou
         distances (B, k) ascending, and indices (B, k) into keys.
     """
     groups = np.asarray(groups)
-    k = min(k, int(len(keys) - np.unique(groups, return_counts=True)[1].max()))
+    k = min(check_k(k), int(len(keys) - np.unique(groups, return_counts=True)[1].max()))
     keys = keys.float()
     keys_sq = squared_norms(keys)
     dist, idx = [], []
@@ -87,27 +104,31 @@ def exact_distances(query: torch.Tensor, keys: torch.Tensor, idx: torch.Tensor) 
     return dist, idx.gather(1, order)
 
 
-def softmin_weights(distances: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
-    """(B, k) distances -> (B, k) weights exp(-d/T) / sum exp(-d/T), rows summing to 1.
+def softmin_weights(distances: torch.Tensor | NDArray, temperature: float = 1.0) -> torch.Tensor | NDArray:
+    """(B, k) distances -> (B, k) weights exp(-d/T) / sum exp(-d/T), rows summing to 1 (torch or numpy, as given).
 
     Stable for any distance scale: the row minimum is subtracted before exponentiating.
     """
     if not temperature > 0:
         raise ValueError(f"temperature must be > 0; got {temperature}.")
-    z = -(distances - distances.min(dim=-1, keepdim=True).values) / temperature  # (B, k), max 0
-    return torch.softmax(z, dim=-1)
+    d = _as_tensor(distances)
+    z = -(d - d.min(dim=-1, keepdim=True).values) / temperature  # (B, k), max 0
+    return _like(distances, torch.softmax(z, dim=-1))[0]
 
 
-def softmin_blend(distances: torch.Tensor, actions: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+def softmin_blend(distances: torch.Tensor | NDArray, actions: torch.Tensor | NDArray,
+                  temperature: float = 1.0) -> torch.Tensor | NDArray:
     """The locally weighted mean of neighbour actions.
 
     Args:
-        distances: (B, k) or (k,) neighbour distances.
+        distances: (B, k) or (k,) neighbour distances, torch or numpy (the result comes back in the same kind).
         actions: (B, k, A) or (k, A) neighbour actions.
         temperature: T in exp(-d/T); T -> 0 gives the nearest neighbour's action, T -> inf the plain mean.
 
     Returns:
         (B, A) or (A,) blended actions.
     """
-    w = softmin_weights(distances, temperature)  # (B, k)
-    return (w.unsqueeze(-1) * actions).sum(dim=-2)  # (B, A)
+    w = softmin_weights(_as_tensor(distances), temperature)  # (B, k)
+    a = _as_tensor(actions)
+    blended = (w.unsqueeze(-1).to(a.dtype if a.is_floating_point() else w.dtype) * a).sum(dim=-2)  # (B, A)
+    return _like(distances, blended)[0]

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 from numpy.typing import NDArray
 
+from vinn_policy.actions import GRIPPER_INDEX, TRANSLATION_DIMS
 from vinn_policy.baselines import OpenLoopPolicy, RandomPolicy
 from vinn_policy.bc import BCConfig, BCPolicy
 from vinn_policy.database import EmbeddingDatabase
@@ -20,14 +21,15 @@ from vinn_policy.encoder import Encoder
 from vinn_policy.splits import split_episodes
 
 
-def translation_mse(pred: NDArray, target: NDArray, dims: tuple[int, ...] = (0, 1, 2)) -> float:
+def translation_mse(pred: NDArray, target: NDArray, dims: tuple[int, ...] = TRANSLATION_DIMS) -> float:
     """Mean over frames and the translation dims of the squared error. pred, target: (N, A)."""
     d = list(dims)
     return float(((np.asarray(pred)[:, d] - np.asarray(target)[:, d]) ** 2).mean())
 
 
-def gripper_accuracy(pred: NDArray, target: NDArray, gripper_index: int, threshold: float = 0.0) -> float:
-    """Share of frames whose predicted gripper command is on the same side of `threshold` as the label."""
+def gripper_accuracy(pred: NDArray, target: NDArray, gripper_index: int = GRIPPER_INDEX, threshold: float = 0.0) -> float:
+    """Share of frames whose predicted gripper command (dimension gripper_index; -1: the last) is on the same side
+    of `threshold` as the label."""
     return float(((np.asarray(pred)[:, gripper_index] > threshold) == (np.asarray(target)[:, gripper_index] > threshold)).mean())
 
 
@@ -39,7 +41,8 @@ class OfflineConfig:
     """Share of the remaining episodes used to choose k (VINN) and to stop early (BC)."""
     k_max: int = 50
     temperature: float = 1.0
-    gripper_index: int | None = 3
+    gripper_index: int | None = GRIPPER_INDEX
+    """The voted gripper dimension (the last; actions.py), None for none."""
     seed: int = 0
     bc: BCConfig = field(default_factory=BCConfig)
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +18,9 @@ from numpy.typing import NDArray
 
 from vinn_policy.artefact import ArtefactError, atomic_write_text
 from vinn_policy.bc import BCConfig, BCPolicy
+from vinn_policy.bc import result_settings as bc_settings
 from vinn_policy.byol import BYOLConfig, train_byol
+from vinn_policy.byol import result_settings as byol_settings
 from vinn_policy.demos.dataset import DemoFileError, Demos, load_demos, validate_file
 from vinn_policy.encoder import Encoder
 
@@ -70,12 +71,14 @@ def cached_byol(frames: NDArray[np.uint8], config: BYOLConfig, cache_dir: str | 
                 progress: bool = True) -> tuple[Encoder, dict]:
     """A BYOL encoder for (frames, config), trained once and cached under cache_dir/byol-<hash>.
 
-    Training checkpoints into the same folder, so an interrupted run resumes where it stopped.
+    The key is the frames and `byol.result_settings(config)`: the config less `checkpoint_every`, and
+    byol.BYOL_VERSION, so an encoder trained by older training code is not reused. Training checkpoints into
+    the same folder, so an interrupted run resumes where it stopped.
 
     Returns:
         (encoder, info): info has the cache path, whether it was cached, and the per-epoch losses.
     """
-    key = hashlib.sha256((frames_digest(frames) + json.dumps(asdict(config), sort_keys=True)).encode()).hexdigest()[:16]
+    key = hashlib.sha256((frames_digest(frames) + json.dumps(byol_settings(config), sort_keys=True)).encode()).hexdigest()[:16]
     folder = Path(cache_dir) / f"byol-{key}"
     final = folder / "encoder"
     if final.exists() and not retrain:
@@ -83,7 +86,7 @@ def cached_byol(frames: NDArray[np.uint8], config: BYOLConfig, cache_dir: str | 
             losses = json.loads((folder / "losses.json").read_text())
             return Encoder.load(final), {"path": str(final), "cached": True, "losses": losses}
         except (ArtefactError, OSError, json.JSONDecodeError):
-            pass  # unusable cache entry: train again (the atomic save replaces it)
+            shutil.rmtree(final)  # our own unusable cache entry (e.g. a corrupt config.json, which a save refuses to replace): train again
     if retrain and folder.exists():
         shutil.rmtree(folder)
     encoder, losses = train_byol(frames, config, checkpoint_dir=folder / "checkpoint", progress=progress)
@@ -97,9 +100,9 @@ def cached_bc(frames: NDArray[np.uint8], actions: NDArray[np.floating], episode_
               val_episodes: NDArray[np.integer], encoder: Encoder | None = None, cache_dir: str | Path = "runs/cache",
               retrain: bool = False, progress: bool = True) -> tuple[BCPolicy, dict]:
     """BC end-to-end (no encoder) or BC-rep (on `encoder`'s frozen features), trained once per (data, config,
-    encoder weights) and cached under cache_dir/bc[_rep]-<hash>. Returns (policy, {"path", "cached"})."""
+    bc.BC_VERSION, encoder weights) and cached under cache_dir/bc[_rep]-<hash>. Returns (policy, {"path", "cached"})."""
     digest = hashlib.sha256()
-    for part in (frames_digest(frames), json.dumps(asdict(config), sort_keys=True)):
+    for part in (frames_digest(frames), json.dumps(bc_settings(config), sort_keys=True)):
         digest.update(part.encode())
     for array in (np.asarray(actions, np.float32), np.asarray(episode_ids, np.int64), np.sort(np.asarray(val_episodes, np.int64))):
         digest.update(np.ascontiguousarray(array).tobytes())
@@ -112,7 +115,7 @@ def cached_bc(frames: NDArray[np.uint8], actions: NDArray[np.floating], episode_
         try:
             return BCPolicy.load(folder), {"path": str(folder), "cached": True}
         except ArtefactError:
-            pass  # unusable cache entry: train again (the atomic save replaces it)
+            shutil.rmtree(folder)  # our own unusable cache entry (e.g. a corrupt config.json, which a save refuses to replace): train again
     if encoder is None:
         policy = BCPolicy.fit_end_to_end(frames, actions, episode_ids, config, val_episodes=val_episodes, progress=progress)
     else:

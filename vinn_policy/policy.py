@@ -16,8 +16,9 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
+from vinn_policy.actions import resolve_gripper_index
 from vinn_policy.artefact import ArtefactError, load_artefact, require_keys, save_artefact
-from vinn_policy.database import EmbeddingDatabase, Neighbours
+from vinn_policy.database import EmbeddingDatabase, Neighbours, check_rows
 from vinn_policy.diagnostics import opposing_groups, translation, typical_action_norm, weighted_group_mean
 from vinn_policy.encoder import Encoder, check_images
 from vinn_policy.search import INDEXES, STORAGES, check_choice
@@ -36,7 +37,8 @@ class VINNConfig:
     image_key: str = "image"
     """Key of the camera image when act() receives a Gymnasium dict observation."""
     gripper_index: int | None = None
-    """Action dimension decided by a weighted vote as a binary gripper; None blends every dimension."""
+    """Action dimension decided by a weighted vote as a binary gripper (-1: the last, actions.GRIPPER_INDEX);
+    None blends every dimension."""
     mode_selection: str = "none"
     """When the neighbours' actions split into two opposing groups (diagnostics.opposing_groups), the paper
     ("none") averages them anyway; "dominant" blends only the heavier group; "consistent" the group whose mean
@@ -87,6 +89,17 @@ def neighbour_stats(nb: Neighbours, gripper_index: int | None) -> tuple[NDArray[
     return (nb.weights * nb.distances).sum(1).astype(np.float32), spread.astype(np.float32)
 
 
+def check_reference(reference: object) -> dict[str, float]:
+    """An uncertainty reference as {"distance": d, "spread": s}, both finite and > 0 (they divide), else ValueError."""
+    ok = isinstance(reference, dict) and all(
+        isinstance(reference.get(key), numbers.Real) and np.isfinite(reference[key]) and reference[key] > 0
+        for key in ("distance", "spread"))
+    if not ok:
+        raise ValueError(f"The uncertainty reference must be {{'distance': d, 'spread': s}} with both finite and > 0; got "
+                         f"{reference!r}. Call calibrate() to measure it on the database.")
+    return {"distance": float(reference["distance"]), "spread": float(reference["spread"])}
+
+
 def extract_images(obs: object, image_key: str) -> NDArray[np.uint8]:
     """The image(s) in an observation: an array, or a dict holding one under `image_key`."""
     if isinstance(obs, dict):
@@ -103,9 +116,8 @@ class VINNPolicy:
         self.encoder = encoder
         self.database = database
         config = config or VINNConfig(gripper_index=database.gripper_index, index=database.index_kind, storage=database.storage)
-        if config.gripper_index is not None and -database.action_dim <= config.gripper_index < 0:
-            config = replace(config, gripper_index=config.gripper_index + database.action_dim)  # -1: the last, as the database reads it
-        self.config = config
+        # -1: the last dimension, resolved as the database resolves it
+        self.config = replace(config, gripper_index=resolve_gripper_index(config.gripper_index, database.action_dim))
         if database.embedding_dim != encoder.feature_dim:
             raise ValueError(f"Database embeddings are {database.embedding_dim}-d but the encoder gives {encoder.feature_dim}-d.")
         if database.gripper_index != self.config.gripper_index:
@@ -141,41 +153,65 @@ class VINNPolicy:
         Args:
             frames: (N, H, W, 3) uint8 demonstration images.
             actions: (N, A) the action taken at each frame.
-            episode_ids: (N,) demonstration each frame belongs to.
+            episode_ids: (N,) demonstration each frame belongs to (integer-valued).
             encoder: the image encoder (e.g. from `train_byol`).
-            index, storage: how the database is searched and stored (see VINNConfig).
+            k, temperature, gripper_index, mode_selection, image_key, index, storage: the VINNConfig fields
+                (image_key: the observation key act() reads images from).
+
+        Everything cheap (config, frames, actions, ids) is validated before the frames are embedded.
         """
-        config = VINNConfig(k=k, temperature=temperature, mode_selection=mode_selection, image_key=image_key,
-                            gripper_index=gripper_index, index=index, storage=storage)
+        config = VINNConfig(k=k, temperature=temperature, gripper_index=gripper_index, mode_selection=mode_selection,
+                            image_key=image_key, index=index, storage=storage)
         frames = check_images(frames)
         if len(frames) != len(actions):
             raise ValueError(f"Got {len(frames)} frames but {len(actions)} actions; expected one action per frame.")
+        actions, episode_ids, frame_indices, _ = check_rows(actions, episode_ids, frame_indices, gripper_index)
         embeddings = encoder.embed(frames, batch_size=batch_size)
         database = EmbeddingDatabase(embeddings, actions, episode_ids, frame_indices, gripper_index, index, storage)
         return cls(encoder, database, config)
 
     @classmethod
-    def fit_file(cls, path: str | Path, encoder: Encoder, batch_size: int = 256, image_key: str | None = None,
-                 max_episodes: int | None = None, **config: object) -> VINNPolicy:
+    def fit_file(
+        cls,
+        path: str | Path,
+        encoder: Encoder,
+        *,
+        k: int = 5,
+        temperature: float = 1.0,
+        gripper_index: int | None = None,
+        mode_selection: str = "none",
+        image_key: str = "image",
+        index: str = "auto",
+        storage: str = "float32",
+        demo_image_key: str | None = None,
+        max_episodes: int | None = None,
+        batch_size: int = 256,
+    ) -> VINNPolicy:
         """`fit` on a demonstration file, streamed: frames are read and embedded batch_size at a time and only
         their embeddings kept (2 KB per frame for ResNet-18), so the file may be larger than RAM.
 
-        `config`: VINNConfig fields (k, temperature, gripper_index, mode_selection, index, storage, ...).
+        Args:
+            k, temperature, gripper_index, mode_selection, image_key, index, storage: as in `fit` (image_key is
+                the observation key act() reads, not the file's).
+            demo_image_key: the file's obs dataset holding the camera images (default: the one the file
+                records, else its only `*_image` key).
         """
-        from vinn_policy.demos.dataset import iter_demo_batches
+        from vinn_policy.demos.dataset import iter_demo_batches, validate_file
 
-        cfg = VINNConfig(**config)
+        config = VINNConfig(k=k, temperature=temperature, gripper_index=gripper_index, mode_selection=mode_selection,
+                            image_key=image_key, index=index, storage=storage)
+        resolve_gripper_index(gripper_index, validate_file(path, demo_image_key)["action_dim"])  # before any embedding
         parts = [(encoder.embed(b.frames, batch_size=batch_size), b.actions, b.episode_ids, b.frame_indices)
-                 for b in iter_demo_batches(path, batch_size, image_key, max_episodes)]
+                 for b in iter_demo_batches(path, batch_size, demo_image_key, max_episodes)]
         emb, actions, episodes, frames = (np.concatenate(x) for x in zip(*parts, strict=True))
-        return cls(encoder, EmbeddingDatabase(emb, actions, episodes, frames, cfg.gripper_index, cfg.index, cfg.storage), cfg)
+        return cls(encoder, EmbeddingDatabase(emb, actions, episodes, frames, gripper_index, index, storage), config)
 
     def calibrate(self, max_queries: int = 2000) -> dict[str, float]:
         """The database's typical neighbour distance and action spread (leave one episode out), for `uncertainty`."""
         d, spread = neighbour_stats(self.database.leave_one_episode_out(self.config.k, self.config.temperature, max_queries),
                                     self.config.gripper_index)
         eps = 1e-8
-        self.reference = {"distance": max(float(np.median(d)), eps), "spread": max(float(np.median(spread)), eps)}
+        self.reference = check_reference({"distance": max(float(np.median(d)), eps), "spread": max(float(np.median(spread)), eps)})
         return self.reference
 
     def uncertainty(self, neighbours: Neighbours | None = None) -> Uncertainty:
@@ -183,7 +219,7 @@ class VINNPolicy:
         nb = neighbours or self.last_neighbours
         if nb is None:
             raise ValueError("No neighbours yet: call act() (or pass a Neighbours) before uncertainty().")
-        ref = self.reference or self.calibrate()
+        ref = self.calibrate() if self.reference is None else check_reference(self.reference)
         d, spread = neighbour_stats(nb, self.config.gripper_index)
         d, spread = d / ref["distance"], spread / ref["spread"]
         return Uncertainty(d, spread, d + spread)
@@ -194,6 +230,7 @@ class VINNPolicy:
         frames = check_images(frames)
         if len(frames) != len(actions):
             raise ValueError(f"Got {len(frames)} frames but {len(actions)} actions; expected one action per frame.")
+        actions, episode_ids, frame_indices, _ = check_rows(actions, episode_ids, frame_indices)  # before embedding
         self.database = self.database.extend(self.encoder.embed(frames, batch_size=batch_size), actions, episode_ids, frame_indices)
         self.reference = self._min_norm = None  # the database changed: recalibrate on next use
 
@@ -223,7 +260,7 @@ class VINNPolicy:
             result = self._select_mode(result)
         self.last_neighbours = result
         self._previous = result.actions
-        return result.actions
+        return result.actions.copy()  # the caller's to change: last_neighbours and mode selection keep theirs
 
     def _select_mode(self, nb: Neighbours) -> Neighbours:
         """Re-blend queries whose neighbours split into opposing groups from one group only (see VINNConfig)."""
@@ -275,5 +312,9 @@ class VINNPolicy:
         if database.action_dim != meta.get("action_dim") or len(database) != meta.get("database_size"):
             raise ArtefactError(f"{path}: database shape disagrees with config.json.")
         policy = cls(encoder, database, config)
-        policy.reference = meta.get("uncertainty_reference")
+        if meta.get("uncertainty_reference") is not None:
+            try:
+                policy.reference = check_reference(meta["uncertainty_reference"])
+            except ValueError as e:
+                raise ArtefactError(f"{path}: {e}") from e
         return policy

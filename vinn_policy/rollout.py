@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
-from vinn_policy.video import stack_frames
+from vinn_policy.video import beside
 
 
 class Policy(Protocol):
@@ -64,12 +64,17 @@ def run_episode(
             recorded `actions` stay the policy's intended ones: DART-style corrective labels). Its RNG is
             seeded from `seed`, so an episode is reproducible.
         record: keep observations, actions, rewards, dones and MuJoCo states (for demonstration files).
-        render: keep env.render() frames (for videos): the scene before each action, and the final one.
-        annotate: with render, `annotate(obs, policy)` after each act() gives an image strip (or None) placed
-            under the scene the policy acted on (e.g. VINN's neighbours); the final scene gets a blank one.
+        render: keep env.render() frames (for videos): the scene before each action, and the final one. The env
+            must be made with render_mode="rgb_array".
+        annotate: with render, `annotate(obs, policy)` after each act() gives an image panel (or None) placed
+            beside the scene the policy acted on (e.g. VINN's neighbours); once a panel has been shown, steps
+            without one and the final scene get a blank of its size, so every frame keeps one size.
         trace: `trace(policy)` after each act() -> a dict kept in `episode.trace` (e.g. VINN's uncertainty and
             neighbours); None results are dropped. Must be picklable to run in worker processes.
     """
+    if render and getattr(env, "render_mode", None) != "rgb_array":
+        raise ValueError(f"render=True needs an env made with render_mode='rgb_array' (e.g. make_env(task, "
+                         f"render_mode='rgb_array')); this one has render_mode={getattr(env, 'render_mode', None)!r}.")
     # A policy that is not looking (uses_images False, e.g. random, or open-loop once it has chosen its
     # demonstration) gets no camera image: rendering is most of a step's cost and the physics ignores it.
     camera = _CameraSwitch(env) if not record and hasattr(env.unwrapped, "set_camera_obs") else None
@@ -116,12 +121,12 @@ def _run_episode(env, policy, seed, action_noise, record, render, annotate, trac
         action = np.asarray(policy.act(obs), dtype=np.float32)
         if camera is not None:
             camera.follow(policy)
-        if render:  # the scene the policy saw, above what it made of it (e.g. VINN's neighbours)
-            strip = annotate(obs, policy) if annotate is not None else None
-            if strip is None and blank is not None:
-                strip = blank  # every frame of a video has one size
-            frames.append(env.render() if strip is None else stack_frames(env.render(), strip))
-            blank = None if strip is None else np.zeros_like(strip)
+        if render:  # the scene the policy saw, beside what it made of it (e.g. VINN's neighbours)
+            panel = annotate(obs, policy) if annotate is not None else None
+            if panel is None and blank is not None:
+                panel = blank  # every frame of a video has one size
+            frames.append(env.render() if panel is None else beside(env.render(), panel))
+            blank = None if panel is None else np.zeros_like(panel)
         step_trace = trace(policy) if trace is not None else None
         if step_trace is not None:
             traced.append(step_trace)
@@ -142,8 +147,8 @@ def _run_episode(env, policy, seed, action_noise, record, render, annotate, trac
             rows["executed"].append(executed)
             rows["rewards"].append(reward)
             rows["dones"].append(done)
-    if render:  # the final scene, with a blank strip
-        frames.append(env.render() if blank is None else stack_frames(env.render(), blank))
+    if render:  # the final scene, with a blank panel
+        frames.append(env.render() if blank is None else beside(env.render(), blank))
     episode = Episode(seed, bool(info["is_success"]), steps, time.perf_counter() - start, first_success, frames=frames, trace=traced)
     if record:
         episode.actions = np.asarray(rows["actions"], np.float32)

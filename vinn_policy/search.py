@@ -23,7 +23,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from vinn_policy.lwr import exact_distances, knn, knn_other_groups, squared_norms
+from vinn_policy.lwr import check_k, exact_distances, knn, knn_other_groups, squared_norms
 
 INDEXES = ("auto", "exact", "flat", "ivf")
 STORAGES = ("float32", "float16")
@@ -79,7 +79,7 @@ class SearchIndex:
 
     def search(self, queries: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
         n = len(self.embeddings)
-        k = min(k, n)
+        k = min(check_k(k), n)  # faiss would answer k < 1 with a bare AssertionError
         if self.kind == "exact":
             return knn(queries, self.embeddings, k, self._keys_sq)
         _, idx = self._faiss_index.search(np.ascontiguousarray(queries.float().numpy()), k)

@@ -1,4 +1,13 @@
-"""Browser-playable MP4s (H.264, yuv420p) of rollouts, with VINN's neighbour strip under each frame."""
+"""Browser-playable MP4s (H.264, yuv420p) of rollouts, with VINN's neighbours in a grid beside each scene.
+
+A VINN frame (render_size 256, 5 neighbours):
+
+    +-----------+-------+-------+-------+
+    |           | query | nb 1  | nb 2  |   each tile: a label band above the image,
+    |   scene   +-------+-------+-------+   rows of tiles as tall as the scene
+    |           | nb 3  | nb 4  | nb 5  |
+    +-----------+-------+-------+-------+
+"""
 
 from __future__ import annotations
 
@@ -10,7 +19,7 @@ import numpy as np
 from numpy.typing import NDArray
 from PIL import Image, ImageDraw
 
-TILE = 96
+LABEL = 14  # px: the text band above each tile's image
 
 
 def write_mp4(path: str | Path, frames: list[NDArray[np.uint8]], fps: int = 20) -> Path:
@@ -28,40 +37,59 @@ def write_mp4(path: str | Path, frames: list[NDArray[np.uint8]], fps: int = 20) 
     return path
 
 
-def _tile(image: NDArray[np.uint8], label: str) -> NDArray[np.uint8]:
-    tile = Image.fromarray(image).resize((TILE, TILE), Image.NEAREST)
-    canvas = Image.new("RGB", (TILE, TILE + 14), (0, 0, 0))
-    canvas.paste(tile, (0, 14))
+def _tile(image: NDArray[np.uint8], label: str, size: int) -> NDArray[np.uint8]:
+    """(size + LABEL, size, 3): the image resized to size^2 under a one-line label."""
+    tile = Image.fromarray(image).resize((size, size), Image.NEAREST)
+    canvas = Image.new("RGB", (size, size + LABEL), (0, 0, 0))
+    canvas.paste(tile, (0, LABEL))
     ImageDraw.Draw(canvas).text((2, 1), label, fill=(255, 255, 255))
     return np.asarray(canvas)
 
 
+def grid(tiles: list[NDArray[np.uint8]], rows: int) -> NDArray[np.uint8]:
+    """Equal-sized tiles (h, w, 3) row by row into `rows` rows; an incomplete last row is padded with black."""
+    cols = -(-len(tiles) // rows)
+    tiles = tiles + [np.zeros_like(tiles[0])] * (rows * cols - len(tiles))
+    return np.concatenate([np.concatenate(tiles[r * cols:(r + 1) * cols], axis=1) for r in range(rows)], axis=0)
+
+
 @dataclass(eq=False)
 class NeighbourStrip:
-    """A rollout annotator for VINNPolicy: [query | nearest demo frames with weight, episode, frame index].
+    """A rollout annotator for VINNPolicy: the query and its nearest demo frames (weight, episode, frame index)
+    as a grid of `rows` rows exactly `height` px tall, to sit beside a scene of that height (see `beside`).
 
-    demo_frames are the database's frames in database row order. Other policies get no strip (None).
+    demo_frames are the database's frames in database row order. Other policies get no annotation (None).
     A class rather than a closure, so that rollout worker processes can receive it.
     """
 
     demo_frames: NDArray[np.uint8]
     image_key: str = "image"
     max_neighbours: int = 5
+    height: int = 256
+    """The scene's height (the env's render_size)."""
+    rows: int = 2
+
+    def __post_init__(self) -> None:
+        if self.rows < 1 or self.height // self.rows - LABEL < 8:
+            raise ValueError(f"NeighbourStrip needs rows >= 1 and tiles of >= 8 px (height // rows - {LABEL}); got "
+                             f"height={self.height}, rows={self.rows}.")
 
     def __call__(self, obs: dict, policy: object) -> NDArray[np.uint8] | None:
         nb = getattr(policy, "last_neighbours", None)
         if nb is None:
             return None
-        tiles = [_tile(obs[self.image_key], "query")]
+        size = self.height // self.rows - LABEL
+        tiles = [_tile(obs[self.image_key], "query", size)]
         for i in range(min(self.max_neighbours, nb.indices.shape[1])):
             row = int(nb.indices[0, i])
             ep, t = policy.database.episode_ids[row], policy.database.frame_indices[row]
-            tiles.append(_tile(self.demo_frames[row], f"w{nb.weights[0, i]:.2f} e{ep} t{t}"))
-        return np.concatenate(tiles, axis=1)
+            tiles.append(_tile(self.demo_frames[row], f"w{nb.weights[0, i]:.2f} e{ep} t{t}", size))
+        return grid(tiles, self.rows)
 
 
-def stack_frames(top: NDArray[np.uint8], bottom: NDArray[np.uint8]) -> NDArray[np.uint8]:
-    """Render frame above an annotation strip, both padded to the wider one."""
-    width = max(top.shape[1], bottom.shape[1])
-    pad = lambda a: np.pad(a, ((0, 0), (0, width - a.shape[1]), (0, 0)))  # noqa: E731
-    return np.concatenate([pad(top), pad(bottom)], axis=0)
+def beside(scene: NDArray[np.uint8], panel: NDArray[np.uint8]) -> NDArray[np.uint8]:
+    """(max(H, h), W + w, 3): the scene (H, W, 3) at its rendered size with an annotation panel (h, w, 3) to its
+    right, both top-aligned and padded with black to the taller one."""
+    height = max(scene.shape[0], panel.shape[0])
+    pad = lambda a: np.pad(a, ((0, height - a.shape[0]), (0, 0), (0, 0)))  # noqa: E731
+    return np.concatenate([pad(scene), pad(panel)], axis=1)

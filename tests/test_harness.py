@@ -1,0 +1,94 @@
+"""The benchmark harness without the simulator: where a run writes, which k each kNN method uses, replay's checks."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from vinn_policy.demos.dataset import Demos
+
+from vinn_policy import benchmark
+from vinn_policy.artefact import artefact_digest
+from vinn_policy.baselines import RandomPolicy
+from vinn_policy.benchmark import BenchmarkArgs, compare_with_recorded, train_policies
+from vinn_policy.encoder import Encoder
+from vinn_policy.rollout import Episode
+
+from .conftest import make_episodes
+
+
+def test_a_users_run_writes_under_runs_and_only_an_explicit_out_refreshes_committed_results():
+    assert BenchmarkArgs(task="door").report_dir == Path("runs/door") == BenchmarkArgs(task="door").work_dir
+    assert BenchmarkArgs(task="push", smoke=True).report_dir == Path("runs/smoke-push")
+    assert BenchmarkArgs(task="door", out="benchmarks/results/door").report_dir == Path("benchmarks/results/door")
+
+
+def test_each_knn_method_chooses_its_own_k_from_one_embedding_of_the_demos(tmp_path, tiny_config, monkeypatch):
+    torch.manual_seed(5)  # not the untrained baseline's seed: stands in for a trained encoder
+    tiny_encoder = Encoder(tiny_config)
+    frames, actions, eps = make_episodes(n_episodes=5, length=6)
+    data = Demos(frames, actions, eps, np.tile(np.arange(6), 5), "image", {}, list(range(5)))
+    args = BenchmarkArgs(task="door", demos=3, methods=("vinn", "vinn_random"))
+    embedded: dict[int, int] = {}
+    embed = Encoder.embed
+
+    def counting_embed(self, images, batch_size=256):
+        embedded[id(self)] = embedded.get(id(self), 0) + len(images)
+        return embed(self, images, batch_size)
+
+    seen, choose_k = [], benchmark.choose_k
+
+    def fake_choose_k(embeddings, *rest):  # each encoder's own validation choice: 2 for BYOL's, 4 for the untrained one
+        seen.append(embeddings)
+        return 2 * len(seen), choose_k(embeddings, *rest)[1]
+
+    monkeypatch.setattr(Encoder, "embed", counting_embed)
+    monkeypatch.setattr(benchmark, "choose_k", fake_choose_k)
+    info = train_policies(args, data, 3, tiny_encoder, tmp_path / "policies")
+    assert info["k_by_method"] == {"vinn": 2, "vinn_random": 4} and info["k"] == 2
+    assert embedded[id(tiny_encoder)] == len(frames)  # k's choice and the database share one embedding
+    assert not np.allclose(seen[0], seen[1])  # the untrained encoder's own embeddings chose its k
+    for name, k in info["k_by_method"].items():
+        assert json.loads((Path(info["paths"][name]) / "config.json").read_text())["policy"]["k"] == k
+
+
+def test_replay_compares_only_with_the_episode_its_saved_policy_produced(tmp_path):
+    path = RandomPolicy(seed=0).save(tmp_path / "policies" / "random")
+    results = tmp_path / "results.json"
+    row = {"method": "random", "seed": 5, "success": False, "steps": 40}
+    episode = Episode(seed=5, success=False, steps=40, wall_time=1.0)
+
+    results.write_text(json.dumps({"episodes": [row], "policies": {"random": {"sha256": artefact_digest(path)}}}))
+    assert compare_with_recorded(results, "random", 5, path, episode)["reproduces"] is True
+    episode.steps = 39
+    assert compare_with_recorded(results, "random", 5, path, episode)["reproduces"] is False
+
+    RandomPolicy(seed=1).save(path)  # trained again since the recorded run
+    out = compare_with_recorded(results, "random", 5, path, episode)
+    assert out["reproduces"] is None and "is not the policy that produced" in out["why"]
+    results.write_text(json.dumps({"episodes": [row]}))  # a results.json from before checksums were recorded
+    out = compare_with_recorded(results, "random", 5, path, episode)
+    assert out["reproduces"] is None and "records no checksum" in out["why"]
+    assert "no random episode with seed 6" in compare_with_recorded(results, "random", 6, path, episode)["why"]
+
+
+@pytest.mark.parametrize("action_dim", [4, 7])
+def test_the_gripper_is_the_last_action_dimension_everywhere(action_dim):
+    from vinn_policy.offline import OfflineConfig, knn_curve
+
+    # A robomimic-style 7-D action [dx, dy, dz, rx, ry, rz, grip]: dimension 3 is a rotation, blended, never voted.
+    rng = np.random.default_rng(0)
+    emb = rng.normal(size=(40, 4)).astype(np.float32)
+    actions = rng.uniform(-0.5, 0.5, (40, action_dim)).astype(np.float32)
+    actions[:, -1] = np.where(rng.random(40) > 0.5, 1.0, -1.0)
+    curve = knn_curve(emb, actions, np.arange(40) // 4, np.arange(32), np.arange(32, 40), OfflineConfig(k_max=5))
+    assert curve["gripper_accuracy"]  # a gripper was voted on...
+    from vinn_policy.database import EmbeddingDatabase
+
+    db = EmbeddingDatabase(emb, actions, np.arange(40) // 4, gripper_index=OfflineConfig().gripper_index)
+    blended = db.query(emb[:3] + 0.1, k=5).actions
+    assert db.gripper_index == action_dim - 1 and set(blended[:, -1]) <= {-1.0, 1.0}  # ...the last dimension
+    if action_dim == 7:  # the rotation rx is blended: values between its extremes, not a vote's -0.5 / +0.5
+        assert (np.abs(blended[:, 3]) < np.abs(actions[:, 3]).max() - 1e-3).all()
+    assert BenchmarkArgs().bc_config().gripper_index == -1  # BC resolves it against the action size when fitting
