@@ -20,9 +20,9 @@ import torch
 from vinn_policy.demos.dataset import load_demos
 
 from vinn_policy import BYOLConfig, EncoderConfig, train_byol
-from vinn_policy.bc import BCConfig
-from vinn_policy.offline import OfflineConfig, evaluate_offline
-from vinn_policy.results import environment, markdown_table, write_results
+from vinn_policy.baselines.bc import BCConfig
+from vinn_policy.harness.offline import OfflineConfig, evaluate_offline
+from vinn_policy.harness.results import environment, markdown_table, write_results
 
 
 @dataclass

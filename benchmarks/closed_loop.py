@@ -17,8 +17,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import tyro
 
-from vinn_policy.report import NAMES, camera_of, success_cell
-from vinn_policy.results import markdown_table, write_results
+from vinn_policy.harness.report import NAMES, camera_of, success_cell
+from vinn_policy.harness.results import markdown_table, write_results
 
 
 @dataclass

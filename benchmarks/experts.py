@@ -18,8 +18,8 @@ from vinn_policy.demos.collect import CollectArgs, collect
 from vinn_policy.demos.experts import make_expert
 from vinn_policy.envs import HORIZONS, make_env
 
-from vinn_policy.results import environment, markdown_table, write_results
-from vinn_policy.rollout import rollouts
+from vinn_policy.harness.results import environment, markdown_table, write_results
+from vinn_policy.harness.rollout import rollouts
 
 
 @dataclass

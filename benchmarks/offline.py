@@ -19,10 +19,10 @@ import torch
 import tyro
 
 from vinn_policy import BYOLConfig, Encoder, EncoderConfig
-from vinn_policy.bc import BCConfig
-from vinn_policy.offline import OfflineConfig, evaluate_offline
-from vinn_policy.pipeline import cached_byol, ensure_demos
-from vinn_policy.results import environment, markdown_table, write_results
+from vinn_policy.baselines.bc import BCConfig
+from vinn_policy.harness.offline import OfflineConfig, evaluate_offline
+from vinn_policy.harness.pipeline import cached_byol, ensure_demos
+from vinn_policy.harness.results import environment, markdown_table, write_results
 
 METHOD_NAMES = {"vinn": "VINN (BYOL kNN)", "vinn_random": "kNN, random-init encoder", "vinn_imagenet": "kNN, ImageNet encoder",
                 "bc": "BC end-to-end", "bc_rep": "BC-rep (frozen BYOL)", "open_loop": "Open-loop", "random": "Random"}

@@ -28,8 +28,8 @@ import tyro
 from vinn_policy import BYOLConfig, EmbeddingDatabase, Encoder, EncoderConfig, VINNConfig, VINNPolicy, train_byol
 from vinn_policy.byol import augmentation
 from vinn_policy.encoder import build_trunk, normalize, resize_uint8
+from vinn_policy.harness.results import environment, markdown_table, read_bandwidth, time_calls, write_results
 from vinn_policy.lwr import knn
-from vinn_policy.results import environment, markdown_table, read_bandwidth, time_calls, write_results
 from vinn_policy.search import recall
 
 BACKENDS = [("exact", "float32"), ("exact", "float16"), ("flat", "float32"), ("ivf", "float32")]
@@ -186,7 +186,7 @@ def eval_throughput(episodes: int, horizon: int, workers: int, isolate: bool = F
     """Env steps/s of closed-loop VINN (untrained encoder, 1k-frame database) on door, spawn to finish."""
     from vinn_policy.envs import make_env
 
-    from vinn_policy.rollout import run_jobs
+    from vinn_policy.harness.rollout import run_jobs
 
     rng = np.random.default_rng(0)
     encoder = Encoder(EncoderConfig())

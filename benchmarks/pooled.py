@@ -27,13 +27,13 @@ import tyro
 from vinn_policy.envs import make_env
 
 from vinn_policy.actions import GRIPPER_INDEX
-from vinn_policy.benchmark import BenchmarkArgs
 from vinn_policy.diagnostics import diagnose, verdict_table
-from vinn_policy.evaluation import evaluate_methods, summarize
-from vinn_policy.pipeline import cached_byol, ensure_demos
+from vinn_policy.harness.benchmark import BenchmarkArgs
+from vinn_policy.harness.evaluation import evaluate_methods, summarize
+from vinn_policy.harness.pipeline import cached_byol, ensure_demos
+from vinn_policy.harness.report import success_cell
+from vinn_policy.harness.results import environment, markdown_table, write_results
 from vinn_policy.policy import VINNPolicy
-from vinn_policy.report import success_cell
-from vinn_policy.results import environment, markdown_table, write_results
 
 
 @dataclass

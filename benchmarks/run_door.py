@@ -1,4 +1,4 @@
-"""Closed-loop door: VINN against the baselines on the same held-out seeds (pipeline: vinn_policy.benchmark).
+"""Closed-loop door: VINN against the baselines on the same held-out seeds (pipeline: vinn_policy.harness.benchmark).
 
     python benchmarks/run_door.py                 # CPU defaults -> benchmarks/results/door/
     python benchmarks/run_door.py --smoke         # about a minute
@@ -8,7 +8,7 @@
 
 import tyro
 
-from vinn_policy.benchmark import BenchmarkArgs, main
+from vinn_policy.harness.benchmark import BenchmarkArgs, main
 
 if __name__ == "__main__":
     main(tyro.cli(BenchmarkArgs, default=BenchmarkArgs(task="door")))

@@ -1,4 +1,4 @@
-"""Closed-loop push: VINN against the baselines on the same held-out seeds (pipeline: vinn_policy.benchmark).
+"""Closed-loop push: VINN against the baselines on the same held-out seeds (pipeline: vinn_policy.harness.benchmark).
 
     python benchmarks/run_push.py                 # CPU defaults (100 demos) -> benchmarks/results/push/
     python benchmarks/run_push.py --smoke         # about a minute
@@ -8,7 +8,7 @@
 
 import tyro
 
-from vinn_policy.benchmark import BenchmarkArgs, main
+from vinn_policy.harness.benchmark import BenchmarkArgs, main
 
 if __name__ == "__main__":
     # Push is coverage-bound: VINN 77% with 50 demos, 87% with 100 (30 seeds each). Twice the demos at half

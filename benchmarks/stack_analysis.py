@@ -30,12 +30,13 @@ from vinn_policy.envs import make_env
 
 from vinn_policy.actions import GRIPPER_INDEX
 from vinn_policy.baselines import StateKNNPolicy, state_features
-from vinn_policy.benchmark import BenchmarkArgs, build_encoder, choose_k
 from vinn_policy.encoder import Encoder
-from vinn_policy.pipeline import demo_path, ensure_demos
+from vinn_policy.harness.args import BenchmarkArgs
+from vinn_policy.harness.pipeline import demo_path, ensure_demos
+from vinn_policy.harness.results import environment, markdown_table, write_results
+from vinn_policy.harness.rollout import rollouts
+from vinn_policy.harness.training import build_encoder, choose_k
 from vinn_policy.policy import VINNPolicy
-from vinn_policy.results import environment, markdown_table, write_results
-from vinn_policy.rollout import rollouts
 
 OUTCOMES = ("stacked", "carried A over B, never stacked it", "lifted A, never carried it over B", "closed at A, never lifted it",
             "closed only above A", "closed only away from cube A", "never closed the gripper")

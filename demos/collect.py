@@ -23,7 +23,7 @@ from vinn_policy.demos.dataset import load_demos, validate_file, write_demos
 from vinn_policy.demos.experts import make_expert
 from vinn_policy.envs import env_id, make_env, resolve_camera
 
-from vinn_policy.rollout import Episode, rollouts
+from vinn_policy.harness.rollout import Episode, rollouts
 
 EVAL_SEED_BASE = 1_000_000
 """Evaluation seeds start here; demonstration seeds stay below it."""

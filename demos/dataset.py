@@ -22,14 +22,16 @@ import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import h5py
 import numpy as np
 from numpy.typing import NDArray
 
 from vinn_policy.artefact import usual_permissions
-from vinn_policy.rollout import Episode
+
+if TYPE_CHECKING:  # only a type: reading demos must not import the benchmark harness
+    from vinn_policy.harness.rollout import Episode
 
 
 class DemoFileError(ValueError):

@@ -167,7 +167,7 @@ class RobosuiteEnv(gym.Env):
                 model.geom_group[i] = HIDDEN_GROUP
 
     def _apply_fast_render(self) -> None:
-        """No MSAA, reflections or shadows: ~3x faster frames on a CPU rasteriser (see SIM_NOTES)."""
+        """No MSAA, reflections or shadows: ~3x faster frames on a CPU rasteriser (docs/envs-and-demos.md)."""
         import mujoco
 
         ctx = self._rs.sim._render_context_offscreen

@@ -5,7 +5,7 @@ import pytest
 
 from vinn_policy import ArtefactError, Encoder, EncoderConfig
 from vinn_policy.baselines import OpenLoopPolicy, RandomPolicy, StateKNNPolicy, load_policy, state_features
-from vinn_policy.bc import BCConfig, BCPolicy
+from vinn_policy.baselines.bc import BCConfig, BCPolicy
 
 from .conftest import make_episodes, runs_channels_last
 

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from vinn_policy.bc import BCConfig, BCPolicy
+from vinn_policy.baselines.bc import BCConfig, BCPolicy
 
 from .conftest import make_episodes
 from .test_baselines import TINY

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from vinn_policy import BYOLConfig, EncoderConfig
-from vinn_policy.bc import BCConfig
-from vinn_policy.pipeline import cached_bc, cached_byol
+from vinn_policy.baselines.bc import BCConfig
+from vinn_policy.harness.pipeline import cached_bc, cached_byol
 
 from .conftest import make_episodes
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from vinn_policy.demos.dataset import DemoFileError, load_demos, load_obs, validate_file, write_demos
 
-from vinn_policy.rollout import Episode
+from vinn_policy.harness.rollout import Episode
 
 ENV_ARGS = {"env_name": "vinn/Door-v0", "type": "vinn_policy", "env_kwargs": {"image_size": 16}, "image_key": "sideview_image"}
 
@@ -269,7 +269,7 @@ def test_fit_file_streams_batches_and_equals_fit_on_loaded_demos(tmp_path, tiny_
 
 
 def test_cached_demos_of_another_camera_are_refused_not_used(tmp_path):
-    from vinn_policy.pipeline import ensure_demos
+    from vinn_policy.harness.pipeline import ensure_demos
 
     write_demos(tmp_path / "door_16px.hdf5", [fake_episode(0)], {**ENV_ARGS, "action_noise": 0.1})
     assert ensure_demos("door", 1, tmp_path, image_size=16, progress=False).image_key == "sideview_image"

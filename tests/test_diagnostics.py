@@ -13,10 +13,9 @@ from vinn_policy.diagnostics import (
     action_consistency,
     coverage,
     diagnose,
-    opposing_groups,
     run,
-    typical_action_norm,
 )
+from vinn_policy.lwr import opposing_groups, typical_action_norm
 
 
 def toy_database(strategy: str, episodes: int = 20, length: int = 30, seed: int = 0) -> EmbeddingDatabase:
@@ -77,8 +76,7 @@ def test_action_consistency_separates_state_dependent_from_random_actions():
 
 
 def test_typical_action_norm_ignores_the_gripper():
-    db = EmbeddingDatabase(np.zeros((3, 2)), [[3.0, 4, 0, 1], [0, 0, 0, -1], [0, 1, 0, 1]], [0, 0, 1], gripper_index=3)
-    assert typical_action_norm(db) == pytest.approx(1.0)
+    assert typical_action_norm(np.array([[3.0, 4, 0, 1], [0, 0, 0, -1], [0, 1, 0, 1]]), gripper_index=3) == pytest.approx(1.0)
 
 
 def test_coverage_holds_in_distribution_and_is_violated_off_it():

@@ -11,7 +11,7 @@ from torch import nn
 from vinn_policy.demos.dataset import load_demos, write_demos
 
 from vinn_policy import Encoder, distributed
-from vinn_policy.bc import BCPolicy
+from vinn_policy.baselines.bc import BCPolicy
 from vinn_policy.distributed import CpuSyncBatchNorm, convert_batchnorm, shard
 
 from .test_demos import ENV_ARGS, fake_episode
@@ -87,7 +87,7 @@ def test_byol_under_torchrun_with_two_processes_matches_one_process(tmp_path):
 def test_bc_under_torchrun_with_two_processes_matches_one_process(tmp_path):
     path = tmp_path / "demos.hdf5"
     write_demos(path, [fake_episode(s, steps=4) for s in range(3)], ENV_ARGS)  # 2 train episodes (8 frames), 1 validation
-    runs = run_both(tmp_path, ["-m", "vinn_policy.bc", "--demos", str(path), "--config.epochs", "2", "--config.batch-size", "8",
+    runs = run_both(tmp_path, ["-m", "vinn_policy.baselines.bc", "--demos", str(path), "--config.epochs", "2", "--config.batch-size", "8",
                                "--config.patience", "0", "--config.val-fraction", "0.34", "--config.encoder.image-size", "32"])
     np.testing.assert_allclose(losses(runs["two"]), losses(runs["one"]), rtol=1e-3)
     frames = load_demos(path).frames

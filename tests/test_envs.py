@@ -10,7 +10,7 @@ from gymnasium.wrappers import OrderEnforcing, PassiveEnvChecker, TimeLimit
 from vinn_policy.demos.experts import make_expert
 from vinn_policy.envs import HORIZONS, TASKS, env_id, make_env
 
-from vinn_policy.rollout import run_episode
+from vinn_policy.harness.rollout import run_episode
 
 pytestmark = pytest.mark.sim
 
@@ -154,7 +154,7 @@ def test_a_policy_that_never_looks_gets_the_same_episode_without_rendering():
 
 
 def test_open_loop_stops_rendering_once_it_has_chosen_and_gets_the_same_episode():
-    from vinn_policy.baselines import OpenLoopPolicy, thumbnails
+    from vinn_policy.baselines.open_loop import OpenLoopPolicy, thumbnails
 
     env = make_env("door", image_size=48, horizon=30)
     try:

@@ -5,8 +5,8 @@ import json
 import imageio.v3 as iio
 import pytest
 
-from vinn_policy.evaluation import failure_auroc, paired_comparison, summarize, wilson_interval
-from vinn_policy.report import host_note
+from vinn_policy.harness.evaluation import failure_auroc, paired_comparison, summarize, wilson_interval
+from vinn_policy.harness.report import host_note
 
 from .test_benchmarks import load_script
 
@@ -113,7 +113,7 @@ def test_bad_arguments_are_refused():
 def test_paper_preset_is_the_papers_scale_and_renders_what_its_encoder_sees():
     import tyro
 
-    from vinn_policy.benchmark import BenchmarkArgs
+    from vinn_policy.harness.benchmark import BenchmarkArgs
 
     cpu = BenchmarkArgs()
     # as run_<task>.py builds it: tyro fills the fields from a default instance made without --paper

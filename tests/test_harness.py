@@ -8,12 +8,13 @@ import pytest
 import torch
 from vinn_policy.demos.dataset import Demos
 
-from vinn_policy import benchmark
 from vinn_policy.artefact import artefact_digest
 from vinn_policy.baselines import RandomPolicy
-from vinn_policy.benchmark import BenchmarkArgs, compare_with_recorded, train_policies
 from vinn_policy.encoder import Encoder
-from vinn_policy.rollout import Episode
+from vinn_policy.harness import training
+from vinn_policy.harness.benchmark import BenchmarkArgs, compare_with_recorded
+from vinn_policy.harness.rollout import Episode
+from vinn_policy.harness.training import train_policies
 
 from .conftest import make_episodes
 
@@ -37,14 +38,14 @@ def test_each_knn_method_chooses_its_own_k_from_one_embedding_of_the_demos(tmp_p
         embedded[id(self)] = embedded.get(id(self), 0) + len(images)
         return embed(self, images, batch_size)
 
-    seen, choose_k = [], benchmark.choose_k
+    seen, choose_k = [], training.choose_k
 
     def fake_choose_k(embeddings, *rest):  # each encoder's own validation choice: 2 for BYOL's, 4 for the untrained one
         seen.append(embeddings)
         return 2 * len(seen), choose_k(embeddings, *rest)[1]
 
     monkeypatch.setattr(Encoder, "embed", counting_embed)
-    monkeypatch.setattr(benchmark, "choose_k", fake_choose_k)
+    monkeypatch.setattr(training, "choose_k", fake_choose_k)
     info = train_policies(args, data, 3, tiny_encoder, tmp_path / "policies")
     assert info["k_by_method"] == {"vinn": 2, "vinn_random": 4} and info["k"] == 2
     assert embedded[id(tiny_encoder)] == len(frames)  # k's choice and the database share one embedding
@@ -75,7 +76,7 @@ def test_replay_compares_only_with_the_episode_its_saved_policy_produced(tmp_pat
 
 @pytest.mark.parametrize("action_dim", [4, 7])
 def test_the_gripper_is_the_last_action_dimension_everywhere(action_dim):
-    from vinn_policy.offline import OfflineConfig, knn_curve
+    from vinn_policy.harness.offline import OfflineConfig, knn_curve
 
     # A robomimic-style 7-D action [dx, dy, dz, rx, ry, rz, grip]: dimension 3 is a rotation, blended, never voted.
     rng = np.random.default_rng(0)

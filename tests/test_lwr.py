@@ -6,7 +6,7 @@ import torch
 
 from vinn_policy.lwr import knn, softmin_blend, softmin_weights
 
-# The worked example of README ("The method"), from Pari et al. 2022 (k = 3).
+# The worked example in docs/method.md (locally weighted regression), from Pari et al. 2022 (k = 3).
 DISTANCES = torch.tensor([0.5, 0.8, 1.2])
 ACTIONS = torch.tensor([[0.10, 0.0, -0.05], [0.12, 0.02, -0.03], [0.08, -0.01, -0.06]])
 
@@ -84,7 +84,7 @@ def test_non_positive_temperature_rejected():
 
 
 def test_the_method_functions_take_numpy_and_return_numpy():
-    # The README's worked example, as a new user types it: numpy arrays (and plain lists) in, numpy out.
+    # The worked example (docs/method.md), as a new user types it: numpy arrays (and plain lists) in, numpy out.
     d, a = DISTANCES.numpy(), ACTIONS.numpy()
     out = softmin_blend(d, a)
     assert isinstance(out, np.ndarray)

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from vinn_policy import Encoder, EncoderConfig
-from vinn_policy.bc import BCConfig
-from vinn_policy.offline import (
+from vinn_policy.baselines.bc import BCConfig
+from vinn_policy.harness.offline import (
     OfflineConfig,
     evaluate_offline,
     gripper_accuracy,

@@ -5,10 +5,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vinn_policy import Encoder, EncoderConfig, bc, byol, pipeline
-from vinn_policy.bc import ActionHead, BCConfig, BCPolicy
+from vinn_policy import Encoder, EncoderConfig, byol
+from vinn_policy.baselines import bc
+from vinn_policy.baselines.bc import ActionHead, BCConfig, BCPolicy
 from vinn_policy.byol import BYOLConfig
-from vinn_policy.pipeline import cached_bc
+from vinn_policy.harness import pipeline
+from vinn_policy.harness.pipeline import cached_bc
 
 from .conftest import make_episodes
 

@@ -9,7 +9,7 @@ import torch
 from vinn_policy.envs import make_env
 
 from vinn_policy.encoder import Encoder, EncoderConfig
-from vinn_policy.rollout import run_episode, run_jobs
+from vinn_policy.harness.rollout import run_episode, run_jobs
 
 
 class EmbeddingPolicy:

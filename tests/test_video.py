@@ -5,8 +5,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from vinn_policy.rollout import run_episode
-from vinn_policy.video import NeighbourStrip
+from vinn_policy.harness.rollout import run_episode
+from vinn_policy.harness.video import NeighbourStrip
 
 RNG = np.random.default_rng(0)
 SCENE = RNG.integers(1, 256, (256, 256, 3), dtype=np.uint8)  # no black pixel of its own: black is padding

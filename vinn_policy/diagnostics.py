@@ -1,4 +1,4 @@
-"""Measured checks of VINN's assumptions (Pari et al. 2022) for a demonstration set and an encoder (README, "Why it acted").
+"""Measured checks of VINN's assumptions (Pari et al. 2022) for a demonstration set and an encoder (docs/method.md, "Why it acted").
 
 - Action consistency: do visual neighbours act alike? For held-out frames (leave one episode out), the
   spread of the k neighbours' actions against that of k random frames, and the Spearman correlation between
@@ -25,17 +25,13 @@ from scipy.stats import spearmanr
 
 from vinn_policy.actions import GRIPPER_INDEX
 from vinn_policy.database import EmbeddingDatabase, Neighbours
+from vinn_policy.lwr import opposing_groups, translation, typical_action_norm
 
 # Verdict thresholds (documented in the report): below CONSISTENT the neighbours' actions agree far more than
 # chance; above INCONSISTENT the embedding says little about the action.
 CONSISTENT, INCONSISTENT = 0.5, 0.8
 MULTIMODAL_FRACTION = 0.1  # more queries than this with opposing neighbour groups: averaging is a real risk
 COVERAGE_BEYOND = 0.1  # more rollout steps than this beyond the demonstrations' 95th percentile: out of coverage
-
-
-def translation(actions: NDArray, gripper_index: int | None) -> NDArray[np.float32]:
-    """The action dimensions that are blended (all but the voted gripper), along the last axis."""
-    return np.asarray(actions if gripper_index is None else np.delete(actions, gripper_index, axis=-1), np.float32)
 
 
 def _spread(groups: NDArray[np.float32]) -> NDArray[np.float32]:
@@ -72,46 +68,6 @@ def action_consistency(db: EmbeddingDatabase, k: int, max_queries: int = 2000, p
     verdict = "holds" if ratio < CONSISTENT else "weak" if ratio < INCONSISTENT else "violated"
     return {"k": k, "queries": len(rows), "neighbour_spread": neighbour_spread, "random_spread": random_spread,
             "spread_ratio": ratio, "rank_correlation": float(rho), "pairs": int(keep.sum()), "verdict": verdict}
-
-
-def weighted_group_mean(actions: NDArray, weights: NDArray, member: NDArray[np.bool_]) -> NDArray[np.float64]:
-    """(B, k, A) actions, (B, k) weights, (B, k) membership -> (B, A) weighted mean of each query's members."""
-    wm = np.asarray(weights, np.float64) * member
-    return (wm[..., None] * actions).sum(1) / np.maximum(wm.sum(1, keepdims=True), 1e-12)
-
-
-def opposing_groups(neighbour_actions: NDArray, weights: NDArray, min_norm: float, min_share: float = 0.2,
-                    iterations: int = 5) -> tuple[NDArray[np.bool_], NDArray[np.bool_]]:
-    """Which queries' neighbour actions split into two opposing groups.
-
-    Each query's (k, A) actions are split in two by weighted 2-means (started from the sign of the projection on
-    the principal axis). The split is opposing when both groups hold at least `min_share` of the weight, both
-    group means are at least `min_norm` long, and they point more than 90 degrees apart (cosine < 0): then the
-    weighted mean cancels towards an action neither group took.
-
-    Returns:
-        (B,) flags, and (B, k) membership of each neighbour in the heavier group.
-    """
-    x = np.asarray(neighbour_actions, np.float64)  # (B, k, A)
-    w = np.asarray(weights, np.float64)  # (B, k)
-    centred = x - (w[..., None] * x).sum(1, keepdims=True)
-    cov = np.einsum("bki,bkj->bij", w[..., None] * centred, centred)  # (B, A, A)
-    axis = np.linalg.eigh(cov)[1][..., -1]  # (B, A) principal direction
-    side = np.einsum("bka,ba->bk", centred, axis) > 0  # (B, k)
-    for _ in range(iterations):
-        ma, mb = weighted_group_mean(x, w, side), weighted_group_mean(x, w, ~side)
-        side = ((x - ma[:, None]) ** 2).sum(-1) < ((x - mb[:, None]) ** 2).sum(-1)
-    ma, mb = weighted_group_mean(x, w, side), weighted_group_mean(x, w, ~side)
-    share_a = (w * side).sum(1)
-    na, nb = np.linalg.norm(ma, axis=1), np.linalg.norm(mb, axis=1)
-    cos = (ma * mb).sum(1) / np.maximum(na * nb, 1e-12)
-    flags = (np.minimum(share_a, 1 - share_a) >= min_share) & (np.minimum(na, nb) >= min_norm) & (cos < 0)
-    return flags, np.where((share_a >= 0.5)[:, None], side, ~side)
-
-
-def typical_action_norm(db: EmbeddingDatabase) -> float:
-    """Median length of the database's translation actions: the scale a 'real' motion is judged against."""
-    return float(np.median(np.linalg.norm(translation(db.actions.numpy(), db.gripper_index), axis=1)))
 
 
 def multimodality(nb: Neighbours, gripper_index: int | None, action_norm: float, min_share: float = 0.2) -> dict[str, Any]:
@@ -153,7 +109,7 @@ def diagnose(db: EmbeddingDatabase, k: int, rollout_nn_distances: NDArray | None
     demo_nn = nb.distances[:, 0]
     cov = coverage(demo_nn, rollout_nn_distances) if rollout_nn_distances is not None and len(rollout_nn_distances) else None
     return Diagnosis(action_consistency(db, k, max_queries, seed=seed, neighbours=nb),
-                     multimodality(nb, db.gripper_index, typical_action_norm(db)), cov, demo_nn)
+                     multimodality(nb, db.gripper_index, typical_action_norm(db.actions.numpy(), db.gripper_index)), cov, demo_nn)
 
 
 def verdict_table(diagnosis: dict[str, Any]) -> list[list[str]]:
@@ -178,7 +134,7 @@ def write_report(diagnosis: Diagnosis, out: Path, title: str, rollout_nn_distanc
     import matplotlib.pyplot as plt
 
     from vinn_policy.artefact import atomic_write_text
-    from vinn_policy.results import markdown_table
+    from vinn_policy.harness.results import markdown_table
 
     out.mkdir(parents=True, exist_ok=True)
     data = diagnosis.to_dict()
@@ -244,7 +200,7 @@ def run(args: DiagnoseArgs) -> dict[str, Any]:
     from vinn_policy.demos.collect import EVAL_SEED_BASE
     from vinn_policy.demos.dataset import load_demos
     from vinn_policy.envs import TASKS, make_env
-    from vinn_policy.evaluation import evaluate_methods
+    from vinn_policy.harness.evaluation import evaluate_methods
     from vinn_policy.policy import VINNPolicy
 
     data = load_demos(args.demos, max_episodes=args.episodes)

@@ -167,7 +167,7 @@ class Encoder:
         if self.trunk is None:
             self.trunk = build_trunk(self.config.arch)
         # oneDNN runs these convolutions faster channels-last, weights and input alike (a mix takes a slow
-        # path): single-image act() about 2x faster, batched embedding 1.3x (README, Speed and scale).
+        # path): single-image act() about 2x faster, batched embedding 1.3x (docs/speed-and-scale.md).
         self.trunk.to(memory_format=torch.channels_last)
 
     @classmethod

@@ -132,3 +132,51 @@ def softmin_blend(distances: torch.Tensor | NDArray, actions: torch.Tensor | NDA
     a = _as_tensor(actions)
     blended = (w.unsqueeze(-1).to(a.dtype if a.is_floating_point() else w.dtype) * a).sum(dim=-2)  # (B, A)
     return _like(distances, blended)[0]
+
+
+# --- mode selection: the neighbours' actions as groups (VINNConfig.mode_selection, diagnostics.multimodality) ---
+
+
+def translation(actions: NDArray, gripper_index: int | None) -> NDArray[np.float32]:
+    """The action dimensions that are blended (all but the voted gripper), along the last axis."""
+    return np.asarray(actions if gripper_index is None else np.delete(actions, gripper_index, axis=-1), np.float32)
+
+
+def weighted_group_mean(actions: NDArray, weights: NDArray, member: NDArray[np.bool_]) -> NDArray[np.float64]:
+    """(B, k, A) actions, (B, k) weights, (B, k) membership -> (B, A) weighted mean of each query's members."""
+    wm = np.asarray(weights, np.float64) * member
+    return (wm[..., None] * actions).sum(1) / np.maximum(wm.sum(1, keepdims=True), 1e-12)
+
+
+def opposing_groups(neighbour_actions: NDArray, weights: NDArray, min_norm: float, min_share: float = 0.2,
+                    iterations: int = 5) -> tuple[NDArray[np.bool_], NDArray[np.bool_]]:
+    """Which queries' neighbour actions split into two opposing groups.
+
+    Each query's (k, A) actions are split in two by weighted 2-means (started from the sign of the projection on
+    the principal axis). The split is opposing when both groups hold at least `min_share` of the weight, both
+    group means are at least `min_norm` long, and they point more than 90 degrees apart (cosine < 0): then the
+    weighted mean cancels towards an action neither group took.
+
+    Returns:
+        (B,) flags, and (B, k) membership of each neighbour in the heavier group.
+    """
+    x = np.asarray(neighbour_actions, np.float64)  # (B, k, A)
+    w = np.asarray(weights, np.float64)  # (B, k)
+    centred = x - (w[..., None] * x).sum(1, keepdims=True)
+    cov = np.einsum("bki,bkj->bij", w[..., None] * centred, centred)  # (B, A, A)
+    axis = np.linalg.eigh(cov)[1][..., -1]  # (B, A) principal direction
+    side = np.einsum("bka,ba->bk", centred, axis) > 0  # (B, k)
+    for _ in range(iterations):
+        ma, mb = weighted_group_mean(x, w, side), weighted_group_mean(x, w, ~side)
+        side = ((x - ma[:, None]) ** 2).sum(-1) < ((x - mb[:, None]) ** 2).sum(-1)
+    ma, mb = weighted_group_mean(x, w, side), weighted_group_mean(x, w, ~side)
+    share_a = (w * side).sum(1)
+    na, nb = np.linalg.norm(ma, axis=1), np.linalg.norm(mb, axis=1)
+    cos = (ma * mb).sum(1) / np.maximum(na * nb, 1e-12)
+    flags = (np.minimum(share_a, 1 - share_a) >= min_share) & (np.minimum(na, nb) >= min_norm) & (cos < 0)
+    return flags, np.where((share_a >= 0.5)[:, None], side, ~side)
+
+
+def typical_action_norm(actions: NDArray, gripper_index: int | None) -> float:
+    """Median length of (N, A) actions' blended dimensions: the scale a 'real' motion is judged against."""
+    return float(np.median(np.linalg.norm(translation(actions, gripper_index), axis=1)))

@@ -19,8 +19,8 @@ from numpy.typing import NDArray
 from vinn_policy.actions import resolve_gripper_index
 from vinn_policy.artefact import ArtefactError, load_artefact, require_keys, save_artefact
 from vinn_policy.database import EmbeddingDatabase, Neighbours, check_rows
-from vinn_policy.diagnostics import opposing_groups, translation, typical_action_norm, weighted_group_mean
 from vinn_policy.encoder import Encoder, check_images
+from vinn_policy.lwr import opposing_groups, translation, typical_action_norm, weighted_group_mean
 from vinn_policy.search import INDEXES, STORAGES, check_choice
 
 MODE_SELECTIONS = ("none", "dominant", "consistent")
@@ -40,7 +40,7 @@ class VINNConfig:
     """Action dimension decided by a weighted vote as a binary gripper (-1: the last, actions.GRIPPER_INDEX);
     None blends every dimension."""
     mode_selection: str = "none"
-    """When the neighbours' actions split into two opposing groups (diagnostics.opposing_groups), the paper
+    """When the neighbours' actions split into two opposing groups (lwr.opposing_groups), the paper
     ("none") averages them anyway; "dominant" blends only the heavier group; "consistent" the group whose mean
     points most like the previous step's action (the heavier one on an episode's first step)."""
     index: str = "auto"
@@ -266,7 +266,7 @@ class VINNPolicy:
         """Re-blend queries whose neighbours split into opposing groups from one group only (see VINNConfig)."""
         moves = translation(nb.neighbour_actions, self.config.gripper_index)  # (B, k, A')
         if self._min_norm is None:
-            self._min_norm = typical_action_norm(self.database) / 4  # as in the multimodality diagnostic
+            self._min_norm = typical_action_norm(self.database.actions.numpy(), self.database.gripper_index) / 4  # as in the multimodality diagnostic
         flags, heavy = opposing_groups(moves, nb.weights, self._min_norm)
         if not flags.any():
             return nb

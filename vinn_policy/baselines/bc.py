@@ -30,12 +30,29 @@ from vinn_policy.byol import BYOLConfig, augment_batch, augmentation
 from vinn_policy.database import check_rows
 from vinn_policy.encoder import Encoder, EncoderConfig, check_images, normalize, resize_uint8
 from vinn_policy.policy import extract_images
-from vinn_policy.splits import split_episodes
 
 BC_VERSION = 1
 """Version of BC training, part of the cache key of trained policies (pipeline.cached_bc). Bump it whenever a change
 to this module alters what fitting produces from the same data and config, so no policy trained by older code is
 reused. 1: gripper_index=-1 resolved to the last dimension (before, its logit was also trained with MSE)."""
+
+
+def split_episodes(episode_ids: NDArray[np.integer], held_out_fraction: float, seed: int = 0) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+    """Rows of (kept, held-out) episodes; at least one episode on each side.
+
+    Args:
+        episode_ids: (N,) episode of each frame.
+        held_out_fraction: share of episodes (not frames) held out, rounded, clamped to [1, E - 1].
+    Returns:
+        (kept_rows, held_out_rows): int64 row indices, each in ascending order.
+    """
+    episodes = np.unique(episode_ids)
+    if len(episodes) < 2:
+        raise ValueError(f"Need at least 2 episodes to split by episode; got {len(episodes)}.")
+    n_out = int(np.clip(round(held_out_fraction * len(episodes)), 1, len(episodes) - 1))
+    held_out = np.random.default_rng(seed).permutation(episodes)[:n_out]
+    mask = np.isin(episode_ids, held_out)
+    return np.flatnonzero(~mask), np.flatnonzero(mask)
 
 
 @dataclass
@@ -333,7 +350,7 @@ class TrainArgs:
 
 
 def cli() -> None:
-    """python -m vinn_policy.bc --demos F --out DIR; the same under torchrun --nproc_per_node N -m vinn_policy.bc."""
+    """python -m vinn_policy.baselines.bc --demos F --out DIR; the same under torchrun --nproc_per_node N -m vinn_policy.baselines.bc."""
     import tyro
 
     from vinn_policy.demos.dataset import load_demos

@@ -13,7 +13,7 @@ import matplotlib.pyplot as plt
 
 from vinn_policy.artefact import atomic_write_text
 from vinn_policy.diagnostics import verdict_table
-from vinn_policy.results import markdown_table
+from vinn_policy.harness.results import markdown_table
 
 NAMES = {"vinn": "VINN", "vinn_random": "kNN, untrained encoder", "bc": "BC end-to-end", "bc_rep": "BC-rep",
          "open_loop": "Open-loop", "random": "Random",
@@ -147,44 +147,62 @@ def host_note(environment: dict[str, Any]) -> str:
             f"{speed['resnet18_84px_forward_ms']:.1f} ms one-thread ResNet-18 forward pass (84 px)")
 
 
-def write_report(out: str | Path, results: dict[str, Any]) -> None:
-    out = Path(out)
-    args = results["args"]
+def in_run_order(results: dict[str, Any]) -> dict[str, Any]:
+    """The summary with methods in the order they were run (a results.json written with sorted keys has lost it)."""
+    rank = {m: i for i, m in enumerate(results["args"]["methods"])}
     summary = results["summary"]
-    # Methods in the order they were run (a results.json written with sorted keys has lost it).
-    rank = {m: i for i, m in enumerate(args["methods"])}
-    summary = {**summary, **{key: dict(sorted(summary[key].items(), key=lambda kv: rank.get(kv[0], len(rank))))
-                             for key in ("methods", "paired")}}
-    title = f"{args['task']}: {args['episodes']} episodes per method"
-    md = [f"# Closed-loop benchmark: {args['task']}\n",
-          f"{results['environment']['date']} · {args['demos']} training demos (+{results['demos']['val']} validation) · "
-          f"{args['episodes']} evaluation episodes per method on the same held-out seeds · VINN k = {results['k']} "
-          f"({'fixed' if args['k'] else 'chosen on validation'}) · encoder: {results['encoder']['kind']} "
-          f"{results['encoder']['config']['arch']} at {results['encoder']['config']['image_size']} px"
-          f"{' (cached)' if results['encoder'].get('cached') else ''} · camera: {camera_of(results)} · total wall time {results['wall_seconds'] / 60:.1f} min"
-          f"{host_note(results['environment'])}\n",
-          "## Success\n", success_table(summary, results["offline"], results["act_latency_ms"], results["train_seconds"]),
+    return {**summary, **{key: dict(sorted(summary[key].items(), key=lambda kv: rank.get(kv[0], len(rank))))
+                          for key in ("methods", "paired")}}
+
+
+def header_section(results: dict[str, Any]) -> list[str]:
+    args = results["args"]
+    return [f"# Closed-loop benchmark: {args['task']}\n",
+            f"{results['environment']['date']} · {args['demos']} training demos (+{results['demos']['val']} validation) · "
+            f"{args['episodes']} evaluation episodes per method on the same held-out seeds · VINN k = {results['k']} "
+            f"({'fixed' if args['k'] else 'chosen on validation'}) · encoder: {results['encoder']['kind']} "
+            f"{results['encoder']['config']['arch']} at {results['encoder']['config']['image_size']} px"
+            f"{' (cached)' if results['encoder'].get('cached') else ''} · camera: {camera_of(results)} · total wall time "
+            f"{results['wall_seconds'] / 60:.1f} min{host_note(results['environment'])}\n"]
+
+
+def success_sections(results: dict[str, Any], summary: dict[str, Any]) -> list[str]:
+    md = ["## Success\n", success_table(summary, results["offline"], results["act_latency_ms"], results["train_seconds"]),
           "\n![success](success.png)\n"]
     if summary["paired"]:
         md += ["## Paired per-seed comparison\n", paired_table(summary)]
-    if any("failure_auroc" in s for s in summary["methods"].values()):
-        md += ["\n## Does VINN know when it will fail?\n",
-               "Per step, VINN's uncertainty is the neighbours' weighted distance plus their action spread, each divided by "
-               "its median over the demonstrations (leave one episode out), so ~2 is typical in distribution. An episode's "
-               "score is its maximum or mean; AUROC is how well that score separates failed from successful episodes. "
-               "Failures run to the horizon and successes stop early, so a failure's maximum is taken over more steps; "
-               "the mean is not lengthened that way.\n",
-               uncertainty_table(summary), "\n![uncertainty](uncertainty.png)\n"]
-    if results.get("diagnostics"):
-        md += ["\n## Do VINN's assumptions hold here?\n",
-               "Measured on the VINN database (held-out frames: leave one episode out) and its closed-loop steps; "
-               "see `vinn_policy.diagnostics` for definitions and thresholds.\n",
-               markdown_table(["assumption", "measured", "verdict"], verdict_table(results["diagnostics"]))]
+    return md
+
+
+def uncertainty_section(summary: dict[str, Any]) -> list[str]:
+    if not any("failure_auroc" in s for s in summary["methods"].values()):
+        return []
+    return ["\n## Does VINN know when it will fail?\n",
+            "Per step, VINN's uncertainty is the neighbours' weighted distance plus their action spread, each divided by "
+            "its median over the demonstrations (leave one episode out), so ~2 is typical in distribution. An episode's "
+            "score is its maximum or mean; AUROC is how well that score separates failed from successful episodes. "
+            "Failures run to the horizon and successes stop early, so a failure's maximum is taken over more steps; "
+            "the mean is not lengthened that way.\n",
+            uncertainty_table(summary), "\n![uncertainty](uncertainty.png)\n"]
+
+
+def diagnostics_section(results: dict[str, Any]) -> list[str]:
+    if not results.get("diagnostics"):
+        return []
+    return ["\n## Do VINN's assumptions hold here?\n",
+            "Measured on the VINN database (held-out frames: leave one episode out) and its closed-loop steps; "
+            "see `vinn_policy.diagnostics` for definitions and thresholds.\n",
+            markdown_table(["assumption", "measured", "verdict"], verdict_table(results["diagnostics"]))]
+
+
+def sweep_sections(results: dict[str, Any]) -> list[str]:
+    args, md = results["args"], []
     if results["sweeps"].get("k"):
         md += ["\n## VINN success vs k\n", markdown_table(["k", "success", "Wilson 95%"], [
             [k, _pct(s["success_rate"]), f"[{_pct(s['wilson_95'][0])}, {_pct(s['wilson_95'][1])}]"] for k, s in results["sweeps"]["k"].items()])]
     if results["sweeps"].get("demos"):
         sweep = results["sweeps"]["demos"]
+        rank = {m: i for i, m in enumerate(args["methods"])}
         methods = sorted(next(iter(sweep.values()))["summary"], key=lambda m: rank.get(m, len(rank)))
         md += ["\n## Success vs number of demonstrations\n",
                f"VINN with n demos is the main database without its later episodes: its encoder (BYOL, self-supervised on all "
@@ -195,14 +213,32 @@ def write_report(out: str | Path, results: dict[str, Any]) -> None:
                "\n![demos](demos.png)\n"]
     if results.get("k_curve_val"):
         md += ["\n![k](k.png)\n"]
-    md += ["\n## Time\n", markdown_table(["stage", "seconds"], [[k, v] for k, v in results["stage_seconds"].items()])]
+    return md
+
+
+def time_and_videos_section(results: dict[str, Any]) -> list[str]:
+    md = ["\n## Time\n", markdown_table(["stage", "seconds"], [[k, v] for k, v in results["stage_seconds"].items()])]
     if results["videos"]:
         md += ["\nVideos (not committed): " + ", ".join(f"`{v['file']}`" for v in results["videos"]) +
                (" — each reproduces its evaluation episode." if all(v["reproduces_evaluation"] for v in results["videos"])
                 else " — WARNING: some did not reproduce their evaluation episode.")]
+    return md
+
+
+def report_markdown(results: dict[str, Any]) -> str:
+    """report.md of one run, section by section."""
+    summary = in_run_order(results)
+    return "\n".join([*header_section(results), *success_sections(results, summary), *uncertainty_section(summary),
+                      *diagnostics_section(results), *sweep_sections(results), *time_and_videos_section(results)]) + "\n"
+
+
+def write_report(out: str | Path, results: dict[str, Any]) -> None:
+    """results.json, report.md and the plots of one run, in `out`."""
+    out = Path(out)
+    args = results["args"]
     atomic_write_text(out / "results.json", json.dumps(results, indent=2))  # key order = run order
-    atomic_write_text(out / "report.md", "\n".join(md) + "\n")
-    plot_success(summary, out / "success.png", title)
+    atomic_write_text(out / "report.md", report_markdown(results))
+    plot_success(in_run_order(results), out / "success.png", f"{args['task']}: {args['episodes']} episodes per method")
     plot_k(results, out / "k.png")
     plot_demos(results, out / "demos.png")
     plot_uncertainty(results, out / "uncertainty.png")

@@ -15,10 +15,9 @@ from numpy.typing import NDArray
 
 from vinn_policy.actions import GRIPPER_INDEX, TRANSLATION_DIMS
 from vinn_policy.baselines import OpenLoopPolicy, RandomPolicy
-from vinn_policy.bc import BCConfig, BCPolicy
+from vinn_policy.baselines.bc import BCConfig, BCPolicy, split_episodes
 from vinn_policy.database import EmbeddingDatabase
 from vinn_policy.encoder import Encoder
-from vinn_policy.splits import split_episodes
 
 
 def translation_mse(pred: NDArray, target: NDArray, dims: tuple[int, ...] = TRANSLATION_DIMS) -> float:

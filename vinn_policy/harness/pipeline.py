@@ -15,13 +15,13 @@ from pathlib import Path
 
 import numpy as np
 from numpy.typing import NDArray
+from vinn_policy.demos.dataset import DemoFileError, Demos, load_demos, validate_file
 
 from vinn_policy.artefact import ArtefactError, atomic_write_text
-from vinn_policy.bc import BCConfig, BCPolicy
-from vinn_policy.bc import result_settings as bc_settings
+from vinn_policy.baselines.bc import BCConfig, BCPolicy
+from vinn_policy.baselines.bc import result_settings as bc_settings
 from vinn_policy.byol import BYOLConfig, train_byol
 from vinn_policy.byol import result_settings as byol_settings
-from vinn_policy.demos.dataset import DemoFileError, Demos, load_demos, validate_file
 from vinn_policy.encoder import Encoder
 
 

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
-from vinn_policy.video import beside
+from vinn_policy.harness.video import beside
 
 
 class Policy(Protocol):

@@ -12,7 +12,7 @@ from scipy.stats import binomtest, mannwhitneyu
 from tqdm.auto import tqdm
 
 from vinn_policy.baselines import load_policy
-from vinn_policy.rollout import Episode, run_jobs
+from vinn_policy.harness.rollout import Episode, run_jobs
 
 
 def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[float, float]:

@@ -1,0 +1,225 @@
+"""The closed-loop benchmark behind benchmarks/run_<task>.py: demos -> encoder -> policies -> evaluation -> report.
+
+Every stage is cached or saved as an artefact, so a crash never corrupts what an earlier run produced:
+demonstrations in data/, BYOL encoders in runs/cache/ (keyed by data + config), policies under the run
+directory. All methods are evaluated on the same held-out env seeds (disjoint from demonstration seeds).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from vinn_policy.demos.dataset import Demos
+
+from vinn_policy.actions import GRIPPER_INDEX
+from vinn_policy.artefact import artefact_digest, atomic_write_text
+from vinn_policy.baselines import load_policy
+from vinn_policy.diagnostics import diagnose
+from vinn_policy.encoder import Encoder
+from vinn_policy.harness.args import METHODS, OPTIONAL_METHODS, BenchmarkArgs  # noqa: F401  (the scripts' import)
+from vinn_policy.harness.evaluation import evaluate_methods, summarize
+from vinn_policy.harness.pipeline import ensure_demos
+from vinn_policy.harness.results import environment, host_speed, time_calls
+from vinn_policy.harness.rollout import run_episode, run_jobs
+from vinn_policy.harness.training import build_encoder, offline_errors, train_policies
+from vinn_policy.harness.video import NeighbourStrip, write_mp4
+from vinn_policy.policy import VINNPolicy
+
+
+class Stages:
+    """Wall time of each named stage; a failing stage is reported by name."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    def run(self, name: str, fn, *args, **kwargs):
+        t = time.perf_counter()
+        print(f"[{name}] ...", flush=True)
+        try:
+            return fn(*args, **kwargs)
+        except Exception as e:
+            raise RuntimeError(f"stage '{name}' failed: {type(e).__name__}: {e}") from e
+        finally:
+            self.seconds[name] = round(time.perf_counter() - t, 1)
+            print(f"[{name}] {self.seconds[name]:.0f} s", flush=True)
+
+
+def act_latency(paths: dict[str, str], image: np.ndarray) -> dict[str, float]:
+    """Median act() milliseconds of each policy on one image (in this process, torch's default threads)."""
+    out = {}
+    for name, path in paths.items():
+        policy = load_policy(path)
+        policy.reset(seed=0)
+        out[name] = time_calls(lambda p=policy: p.act({"image": image}), repeats=30)["median_ms"]
+    return out
+
+
+def record_videos(args: BenchmarkArgs, paths: dict[str, str], data: Demos, rows_by_key: dict, video_dir: Path) -> list[dict]:
+    """Re-run the first `videos` seeds of each method with rendering, in `workers` processes; check they
+    reproduce the evaluation. VINN's frames carry a strip of its nearest demonstration frames."""
+    from vinn_policy.envs import make_env
+
+    make = functools.partial(make_env, args.task, image_size=args.image_px, camera=args.camera, render_mode="rgb_array", render_size=256, horizon=args.horizon)
+    jobs = [(name, functools.partial(load_policy, path), seed) for name, path in paths.items() for seed in args.eval_seeds()[: args.videos]]
+    vinn = any(name.startswith("vinn") for name in paths)
+    annotate = NeighbourStrip(data.frames[data.episode_ids < args.demos]) if vinn else None  # the databases' frames, in row order
+    written = []
+    for (name, _, seed), episode in zip(jobs, run_jobs(make, jobs, args.workers, render=True, annotate=annotate), strict=True):
+        file = write_mp4(video_dir / f"{name}_seed{seed}.mp4", episode.frames)
+        ref = rows_by_key.get((name, seed))
+        reproduced = ref is None or (ref["success"] == episode.success and ref["steps"] == episode.steps)
+        written.append({"method": name, "seed": seed, "file": str(file), "success": episode.success,
+                        "steps": episode.steps, "reproduces_evaluation": reproduced})
+    return written
+
+
+def run(args: BenchmarkArgs) -> dict[str, Any]:
+    """The whole benchmark; returns (and writes) the results."""
+    from vinn_policy.envs import make_env
+
+    from vinn_policy.harness.report import write_report
+
+    speed = host_speed()  # before the clock starts: the probe is not part of the run's wall time
+    start = time.perf_counter()
+    stages = Stages()
+    run_dir, out = args.work_dir, args.report_dir
+    data = stages.run("demonstrations", ensure_demos, args.task, args.demos + args.val_demos, args.data_dir,
+                      image_size=args.image_px, camera=args.camera)
+    train_frames = data.frames[data.episode_ids < args.demos]
+    encoder, encoder_info = stages.run("encoder", build_encoder, args, train_frames)
+    trained = stages.run("policies", train_policies, args, data, args.demos, encoder, run_dir / "policies")
+    make = functools.partial(make_env, args.task, image_size=args.image_px, camera=args.camera, render_mode=None, horizon=args.horizon)
+    rows = stages.run("evaluation", evaluate_methods, make, trained["paths"], args.eval_seeds(), args.workers,
+                      provenance=args.provenance)
+    for r in rows:  # per-step neighbour lists are large: one file per episode, not results.json
+        if "provenance" in r:
+            path = run_dir / "provenance" / f"{r['method']}_seed{r['seed']}.json"
+            atomic_write_text(path, json.dumps(r.pop("provenance")))
+            r["provenance_file"] = str(path)
+    summary = summarize(rows)
+    diagnostics = stages.run("diagnostics", assumption_diagnostics, trained["paths"], rows) if "vinn" in trained["paths"] else None
+
+    sweeps: dict[str, Any] = {}
+    if args.k_sweep:
+        sweeps["k"] = stages.run("k sweep", _k_sweep, args, data, encoder, run_dir, make)
+    if args.demo_sweep:
+        sweeps["demos"] = stages.run("demo sweep", _demo_sweep, args, data, encoder, run_dir, make, trained, summary)
+    latency = stages.run("latency", act_latency, trained["paths"], data.frames[0])
+    by_key = {(r["method"], r["seed"]): r for r in rows}
+    videos = stages.run("videos", record_videos, args, trained["paths"], data, by_key, run_dir / "videos") if args.videos else []
+    results = {
+        "args": asdict(args), "environment": {**environment(), "host_speed": speed}, "demos": {"train": args.demos, "val": args.val_demos,
+                                                                       "frames": int(len(data.frames))},
+        "encoder": {"kind": args.encoder, **{k: v for k, v in encoder_info.items() if k != "losses"},
+                    "byol_losses": encoder_info.get("losses"), "config": asdict(encoder.config)},
+        "k": trained.get("k"), "k_by_method": trained["k_by_method"], "k_curve_val": trained.get("k_curve_val"),
+        "train_seconds": trained["train_seconds"],
+        "policies": {name: {"path": path, "sha256": artefact_digest(path)} for name, path in trained["paths"].items()},
+        "offline": trained["offline"], "summary": summary, "diagnostics": diagnostics, "episodes": rows, "sweeps": sweeps,
+        "act_latency_ms": latency, "videos": videos, "stage_seconds": stages.seconds,
+        "wall_seconds": round(time.perf_counter() - start, 1),
+    }
+    write_report(out, results)
+    return results
+
+
+def assumption_diagnostics(paths: dict[str, str], rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """VINN's assumption diagnostics on its database, with coverage from its closed-loop nearest distances."""
+    policy = VINNPolicy.load(paths["vinn"])
+    nn = np.asarray([d for r in rows if r["method"] == "vinn" for d in r.get("nn_distance", [])])
+    return diagnose(policy.database, policy.config.k, nn).to_dict()
+
+
+def _k_sweep(args: BenchmarkArgs, data: Demos, encoder: Encoder, run_dir: Path, make) -> dict[str, Any]:
+    from vinn_policy.harness.evaluation import summarize as summ
+
+    out = {}
+    train_rows = np.flatnonzero(data.episode_ids < args.demos)
+    for k in args.k_sweep:
+        policy = VINNPolicy.fit(data.frames[train_rows], data.actions[train_rows], data.episode_ids[train_rows],
+                                encoder=encoder, k=k, gripper_index=GRIPPER_INDEX)
+        path = policy.save(run_dir / "sweep" / f"vinn_k{k}")
+        rows = evaluate_methods(make, {f"vinn_k{k}": path}, args.eval_seeds(), args.workers)
+        out[str(k)] = summ(rows)["methods"][f"vinn_k{k}"]
+    return out
+
+
+def _demo_sweep(args: BenchmarkArgs, data: Demos, encoder: Encoder, run_dir: Path, make, main: dict, main_summary: dict) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    methods = [m for m in ("vinn", "bc_rep", "bc") if m in args.methods]
+    for n in args.demo_sweep:
+        if n > args.demos:
+            raise ValueError(f"--demo-sweep {n} exceeds --demos {args.demos}")
+        if n == args.demos:  # the main run already evaluated these policies on the same seeds
+            out[str(n)] = {"summary": {m: main_summary["methods"][m] for m in methods},
+                           "offline": {m: main["offline"][m] for m in methods}, "k": main.get("k")}
+            continue
+        policy_dir = run_dir / "sweep" / f"demos{n}"
+        trained = train_policies(replace(args, methods=tuple(m for m in methods if m != "vinn")), data, n, encoder, policy_dir)
+        if "vinn" in methods:  # instant: drop episodes from the main database, no re-embedding; the main run's k
+            vinn = VINNPolicy.load(main["paths"]["vinn"])
+            vinn.remove_episodes(np.arange(n, args.demos))
+            vinn.calibrate()
+            trained["paths"]["vinn"] = str(vinn.save(policy_dir / "vinn"))
+            val_rows = np.flatnonzero(data.episode_ids >= data.num_episodes - args.val_demos)
+            trained["offline"].update(offline_errors({"vinn": trained["paths"]["vinn"]}, data, val_rows))
+        rows = evaluate_methods(make, trained["paths"], args.eval_seeds(), args.workers)
+        out[str(n)] = {"summary": summarize(rows)["methods"], "offline": trained["offline"], "k": main.get("k")}
+    return out
+
+
+def replay(args: BenchmarkArgs) -> dict[str, Any]:
+    """Re-run one evaluation seed of a saved run exactly and write its video."""
+    from vinn_policy.envs import make_env
+
+    path = args.work_dir / "policies" / args.method
+    policy = load_policy(path)
+    env = make_env(args.task, image_size=args.image_px, camera=args.camera, render_mode="rgb_array", render_size=256, horizon=args.horizon)
+    try:
+        episode = run_episode(env, policy, args.replay, render=True)
+    finally:
+        env.close()
+    video = write_mp4(args.work_dir / "videos" / f"replay_{args.method}_seed{args.replay}.mp4", episode.frames)
+    result = {"method": args.method, "seed": args.replay, "success": episode.success, "steps": episode.steps, "video": str(video)}
+    result.update(compare_with_recorded(args.report_dir / "results.json", args.method, args.replay, path, episode))
+    print(json.dumps(result))
+    return result
+
+
+def compare_with_recorded(results_file: Path, method: str, seed: int, policy_path: Path, episode) -> dict[str, Any]:
+    """Whether a re-run episode reproduces the one results.json recorded, or why that cannot be judged.
+
+    A comparison only means something if the saved policy is the one that produced the recorded episode, so
+    the policy's artefact checksum must match the one results.json recorded for it.
+    """
+    if not results_file.exists():
+        return {"reproduces": None, "why": f"no {results_file} to compare with"}
+    results = json.loads(results_file.read_text())
+    ref = [r for r in results["episodes"] if r["method"] == method and r["seed"] == seed]
+    if not ref:
+        return {"reproduces": None, "why": f"{results_file} has no {method} episode with seed {seed}"}
+    recorded = {"success": ref[0]["success"], "steps": ref[0]["steps"]}
+    saved = results.get("policies", {}).get(method, {}).get("sha256")
+    if saved is None:
+        return {"recorded": recorded, "reproduces": None,
+                "why": f"{results_file} records no checksum for {method}'s policy, so it cannot tell whether {policy_path} "
+                       "produced the recorded episode"}
+    if saved != artefact_digest(policy_path):
+        return {"recorded": recorded, "reproduces": None,
+                "why": f"{policy_path} is not the policy that produced {results_file} (artefact checksum {artefact_digest(policy_path)[:12]}, "
+                       f"recorded {saved[:12]}): it was trained again since. Point --out at the report of the run that saved it."}
+    return {"recorded": recorded, "reproduces": recorded == {"success": episode.success, "steps": episode.steps}}
+
+
+def main(args: BenchmarkArgs) -> dict[str, Any]:
+    """Entry point of run_<task>.py: exits non-zero with the failing stage's name on any error."""
+    try:
+        return replay(args) if args.replay is not None else run(args)
+    except Exception as e:
+        raise SystemExit(f"run_{args.task}: {e}") from e

@@ -1,0 +1,152 @@
+"""The benchmark's training stage: the encoder, then every requested method fitted on the same demonstrations.
+
+VINN variants share one embedding of the demos (it chooses their k on the validation demos and fills their
+databases); BC and BC-rep are cached by data, config and code version (pipeline.py); open-loop and random
+need no training. Each policy is saved under the run's policies/ folder and its offline error measured.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from vinn_policy.demos.dataset import Demos
+
+from vinn_policy.actions import GRIPPER_INDEX
+from vinn_policy.baselines import OpenLoopPolicy, RandomPolicy, load_policy
+from vinn_policy.database import EmbeddingDatabase
+from vinn_policy.encoder import Encoder
+from vinn_policy.harness.args import OPTIONAL_METHODS, BenchmarkArgs
+from vinn_policy.harness.offline import OfflineConfig, gripper_accuracy, knn_curve, predict_frames, translation_mse
+from vinn_policy.harness.pipeline import cached_bc, cached_byol
+from vinn_policy.policy import VINNConfig, VINNPolicy
+
+
+def choose_k(encoder_embeddings: np.ndarray, data: Demos, train_rows: np.ndarray, val_rows: np.ndarray) -> tuple[int, dict]:
+    """The k with the lowest offline translation MSE on the validation rows, and the whole k curve.
+
+    encoder_embeddings: (N, D) embeddings of all of data's frames (train and validation rows index into them).
+    """
+    curve = knn_curve(encoder_embeddings, data.actions, data.episode_ids, train_rows, val_rows, OfflineConfig(gripper_index=GRIPPER_INDEX))
+    return int(curve["k"][int(np.argmin(curve["mse"]))]), curve
+
+
+def fit_vinn(encoder: Encoder, embeddings: np.ndarray, data: Demos, train_rows: np.ndarray, val_rows: np.ndarray,
+             k: int | None = None, mode_selection: str = "none") -> tuple[VINNPolicy, dict]:
+    """VINN over the train rows' embeddings (computed once, for choosing k as well), with k chosen on the validation
+    rows unless given; calibrated. Returns (policy, {"k", "k_curve_val"})."""
+    chosen, curve = choose_k(embeddings, data, train_rows, val_rows)
+    k = k or chosen
+    database = EmbeddingDatabase(embeddings[train_rows], data.actions[train_rows], data.episode_ids[train_rows],
+                                 data.frame_indices[train_rows], gripper_index=GRIPPER_INDEX)
+    policy = VINNPolicy(encoder, database, VINNConfig(k=k, gripper_index=GRIPPER_INDEX, mode_selection=mode_selection))
+    policy.calibrate()  # uncertainty reference, saved with the policy
+    return policy, {"k": k, "k_curve_val": curve}
+
+
+def build_encoder(args: BenchmarkArgs, frames: np.ndarray) -> tuple[Encoder, dict]:
+    if args.encoder == "byol":
+        return cached_byol(frames, args.byol_config(), args.cache_dir, retrain=args.retrain)
+    if args.encoder == "imagenet":
+        return Encoder.imagenet(args.imagenet_weights, args.encoder_config()), {"cached": False}
+    torch.manual_seed(args.seed)
+    return Encoder(args.encoder_config()), {"cached": False}
+
+
+class SavedPolicies:
+    """Fits policies one at a time, saving each under policy_dir/<name> and timing its fit."""
+
+    def __init__(self, policy_dir: Path) -> None:
+        self.policy_dir = policy_dir
+        self.paths: dict[str, str] = {}
+        self.seconds: dict[str, float] = {}
+
+    def fit(self, name: str, fit) -> None:
+        t = time.perf_counter()
+        policy = fit()
+        self.seconds[name] = round(time.perf_counter() - t, 1)
+        self.paths[name] = str(policy.save(self.policy_dir / name))
+
+
+def train_policies(args: BenchmarkArgs, data: Demos, n_train: int, encoder: Encoder, policy_dir: Path,
+                   k: int | None = None) -> dict[str, Any]:
+    """Fit every requested method on the first n_train episodes (validation: the last val_demos); save them.
+
+    Returns:
+        {train_episodes, val_episodes, train_seconds, paths, k_by_method, k and k_curve_val (VINN's), offline}.
+    """
+    train_rows = np.flatnonzero(data.episode_ids < n_train)
+    val_rows = np.flatnonzero(data.episode_ids >= data.num_episodes - args.val_demos)
+    saved = SavedPolicies(policy_dir)
+    if torch.cuda.is_available():  # embed the demos there (artefacts are saved as CPU tensors; rollouts run on the CPU)
+        encoder = encoder.to("cuda")
+    vinn = fit_vinn_methods(args, data, train_rows, val_rows, encoder, k or args.k, saved)
+    fit_bc_methods(args, data, train_rows, val_rows, encoder, saved)
+    fit_replay_methods(args, data, train_rows, saved)
+    return {"train_episodes": n_train, "val_episodes": len(np.unique(data.episode_ids[val_rows])), "train_seconds": saved.seconds,
+            "paths": saved.paths, **vinn, "offline": offline_errors(saved.paths, data, val_rows)}
+
+
+def fit_vinn_methods(args: BenchmarkArgs, data: Demos, train_rows: np.ndarray, val_rows: np.ndarray, encoder: Encoder,
+                     k: int | None, saved: SavedPolicies) -> dict[str, Any]:
+    """VINN, its mode-selection variants and kNN on the untrained encoder, each with k chosen on the validation
+    demos (unless k is given). Returns {"k_by_method"} and VINN's "k" and "k_curve_val"."""
+    out: dict[str, Any] = {"k_by_method": {}}
+    embeddings: dict[int, np.ndarray] = {}
+
+    def vinn(name: str, enc: Encoder, mode_selection: str = "none") -> VINNPolicy:
+        if id(enc) not in embeddings:  # once per encoder: the same embeddings choose k and fill the database
+            embeddings[id(enc)] = enc.embed(data.frames)
+        policy, chosen = fit_vinn(enc, embeddings[id(enc)], data, train_rows, val_rows, k, mode_selection)
+        out["k_by_method"][name] = chosen["k"]
+        if enc is encoder:
+            out.update(chosen)  # VINN's k and validation curve, shared by its mode-selection variants
+        return policy
+
+    if "vinn" in args.methods:
+        saved.fit("vinn", lambda: vinn("vinn", encoder))
+    for name in OPTIONAL_METHODS:
+        if name in args.methods:
+            saved.fit(name, functools.partial(vinn, name, encoder, name.removeprefix("vinn_")))
+    if "vinn_random" in args.methods:  # the untrained encoder's neighbours, with their own k
+        torch.manual_seed(args.seed)
+        untrained = Encoder(encoder.config).to(encoder.device)
+        saved.fit("vinn_random", lambda: vinn("vinn_random", untrained))
+    return out
+
+
+def fit_bc_methods(args: BenchmarkArgs, data: Demos, train_rows: np.ndarray, val_rows: np.ndarray, encoder: Encoder,
+                   saved: SavedPolicies) -> None:
+    """BC end-to-end and BC-rep (on `encoder`), early-stopped on the validation demos; cached like BYOL, so a rerun
+    on the same data and settings reuses the trained policy."""
+    rows = np.concatenate([train_rows, val_rows])
+    data_rows = (data.frames[rows], data.actions[rows], data.episode_ids[rows])
+    val_eps = np.unique(data.episode_ids[val_rows])
+    if "bc" in args.methods:
+        saved.fit("bc", lambda: cached_bc(*data_rows, args.bc_config(), val_eps, None, args.cache_dir, args.retrain)[0])
+    if "bc_rep" in args.methods:
+        saved.fit("bc_rep", lambda: cached_bc(*data_rows, args.bc_config(representation=True), val_eps, encoder,
+                                              args.cache_dir, args.retrain)[0])
+
+
+def fit_replay_methods(args: BenchmarkArgs, data: Demos, train_rows: np.ndarray, saved: SavedPolicies) -> None:
+    """The methods that learn nothing: open-loop replay of the training demos, and random actions."""
+    frames, actions, eps = data.frames[train_rows], data.actions[train_rows], data.episode_ids[train_rows]
+    if "open_loop" in args.methods:
+        saved.fit("open_loop", lambda: OpenLoopPolicy.fit(frames, actions, eps))
+    if "random" in args.methods:
+        saved.fit("random", lambda: RandomPolicy(action_dim=actions.shape[1], seed=args.seed))
+
+
+def offline_errors(paths: dict[str, str], data: Demos, rows: np.ndarray) -> dict[str, dict[str, float]]:
+    """Translation MSE and gripper accuracy of each saved policy on the validation frames."""
+    errors = {}
+    target = data.actions[rows]
+    for name, path in paths.items():
+        pred = predict_frames(load_policy(path), data.frames[rows], data.episode_ids[rows])
+        errors[name] = {"mse": translation_mse(pred, target), "gripper_accuracy": gripper_accuracy(pred, target, GRIPPER_INDEX)}
+    return errors
