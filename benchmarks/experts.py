@@ -86,7 +86,11 @@ def main(args: Args) -> dict:
          for t, r in rows.items()])
     md = (f"# Scripted experts and simulator speed ({data['environment']['date']})\n\n"
           f"{args.image_size} px camera observations, fast rendering, Panda OSC_POSITION at 20 Hz. Steps/s are "
-          "steady-state (process start-up excluded) with the expert acting.\n\n" + table)
+          "steady-state (process start-up excluded) with the expert acting. Command: "
+          f"`python benchmarks/experts.py --seeds {args.seeds} --out {args.out}`. The experts are memoryless (v1 tasks); "
+          "door's placement spread and what open-loop and one demo replayed blind achieve on it: "
+          "[door_vision.md](door_vision.md); VINN's regression over the true state following these experts: "
+          "[state_oracle/](state_oracle/).\n\n" + table)
     write_results(args.out, args.name, data, md)
     print(md)
     return data

@@ -20,7 +20,7 @@ from pathlib import Path
 import tyro
 from tqdm.auto import tqdm
 from vinn_policy.demos.dataset import load_demos, validate_file, write_demos
-from vinn_policy.demos.experts import make_expert
+from vinn_policy.demos.experts import EXPERTS, make_expert
 from vinn_policy.envs import env_id, make_env, resolve_camera
 
 from vinn_policy.harness.rollout import Episode, rollouts
@@ -93,6 +93,7 @@ def collect(args: CollectArgs, progress: bool = True) -> CollectReport:
         "env_kwargs": {"image_size": args.image_size, "camera": camera},  # explicit: a file outlives the task's default
         "image_key": image_key,
         "action_noise": args.noise,
+        "expert": EXPERTS[args.task].name(),  # demos made by another expert version are not reused
     }
     max_failures = args.max_failures if args.max_failures is not None else args.episodes
     if args.seed < 0 or max_failures < 0:

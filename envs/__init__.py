@@ -1,11 +1,11 @@
 """Gymnasium environments for door opening, pushing and stacking (installed as `vinn_policy.envs`).
 
-Importing this package registers `vinn/Door-v0`, `vinn/Push-v0` and `vinn/Stack-v0` with string entry
+Importing this package registers `vinn/Door-v1`, `vinn/Push-v1` and `vinn/Stack-v1` with string entry
 points, so robosuite and MuJoCo load only when an env is made:
 
     import gymnasium as gym
     import vinn_policy.envs  # noqa: F401
-    env = gym.make("vinn/Door-v0", image_size=84)
+    env = gym.make("vinn/Door-v1", image_size=84)
 
 `gym.make` wraps each env as Gymnasium users expect: PassiveEnvChecker, OrderEnforcing and a TimeLimit at the
 task's horizon (`env.spec.max_episode_steps`). Observations hold only pixels and proprioception unless the env
@@ -18,11 +18,14 @@ from numbers import Integral
 import gymnasium as gym
 
 TASKS = {
-    "door": ("vinn/Door-v0", "vinn_policy.envs.door:DoorEnv"),
-    "push": ("vinn/Push-v0", "vinn_policy.envs.push:PushEnv"),
-    "stack": ("vinn/Stack-v0", "vinn_policy.envs.stack:StackEnv"),
-    "push_around": ("vinn/PushAround-v0", "vinn_policy.envs.push_around:PushAroundEnv"),  # two strategies, on purpose
+    "door": ("vinn/Door-v1", "vinn_policy.envs.door:DoorEnv"),
+    "push": ("vinn/Push-v1", "vinn_policy.envs.push:PushEnv"),
+    "stack": ("vinn/Stack-v1", "vinn_policy.envs.stack:StackEnv"),
+    "push_around": ("vinn/PushAround-v1", "vinn_policy.envs.push_around:PushAroundEnv"),  # two strategies, on purpose
 }
+"""v1 (this release): door needs vision, success means a stable goal state, experts a memoryless imitator can
+follow. v0 is not registered any more: v1 replaces it, and demonstrations recorded on v0 are refused by the
+benchmark's demo cache (pipeline.ensure_demos) rather than mixed with v1's."""
 
 HORIZONS = {"door": 150, "push": 150, "stack": 200, "push_around": 200}
 """Steps before truncation (~2-3x the scripted expert's episode length): each env's spec.max_episode_steps.
@@ -34,7 +37,7 @@ for _task, (_env_id, _entry_point) in TASKS.items():
 
 
 def env_id(task: str) -> str:
-    """'door' -> 'vinn/Door-v0', with a helpful error for unknown tasks."""
+    """'door' -> 'vinn/Door-v1', with a helpful error for unknown tasks."""
     if task not in TASKS:
         raise ValueError(f"Unknown task {task!r}; available: {sorted(TASKS)}")
     return TASKS[task][0]

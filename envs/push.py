@@ -2,8 +2,9 @@
 
 robosuite has no push task; `VinnPush` is robosuite's Lift (same table and cube) plus a visual-only goal
 disk (no collision). The cube starts on the robot's side, the goal 12-18 cm beyond it and up to 6 cm to
-either side, both re-sampled every episode. Success: cube centre within 3 cm (in xy) of the goal centre,
-cube resting on the table.
+either side, both re-sampled every episode. Success is the goal state, not a pass through it: the cube at rest
+on the goal disk for REST_STEPS consecutive control steps (see VinnPush._check_success); a cube pushed across
+the disk at speed does not count.
 
 Privileged keys: cube_pos, goal_pos (m).
 """
@@ -13,9 +14,19 @@ from robosuite.environments.manipulation.lift import Lift
 from robosuite.models.objects import CylinderObject
 from robosuite.utils.observables import Observable, sensor
 from robosuite.utils.placement_samplers import UniformRandomSampler
-from vinn_policy.envs.robosuite_env import RobosuiteEnv, TaskSpec
+from vinn_policy.envs.robosuite_env import HeldFor, RobosuiteEnv, TaskSpec
 
 GOAL_RADIUS = 0.03
+"""m: the goal disk's radius; the cube's centre must lie within it (in xy)."""
+ON_TABLE = 0.035
+"""m: the cube's centre at most this far above the table top (resting, it is at its 2 cm half-size)."""
+STILL_SPEED = 0.02
+"""Linear speed (m/s) below which the cube counts as still: 1 mm per 20 Hz step. A pushed cube moves at
+several cm per step; one the hand has let go of stops within a step or two (table friction)."""
+REST_STEPS = 5
+"""Consecutive control steps (0.25 s at 20 Hz) the cube must rest on the goal. A cube sliding across the
+5 cm-wide disk is still moving when it leaves it, so it never builds up the count; 5 steps is short next to
+an episode (~60 steps), so a cube brought to rest on the goal ends the episode promptly."""
 
 
 class VinnPush(Lift):
@@ -35,6 +46,7 @@ class VinnPush(Lift):
                 z_offset=0.01,
             ),
         )
+        self._at_rest = HeldFor(REST_STEPS)
         super().__init__(*args, **kwargs)
 
     def _load_model(self):
@@ -48,6 +60,7 @@ class VinnPush(Lift):
 
     def _reset_internal(self):
         super()._reset_internal()
+        self._at_rest.reset()
         cube = self.sim.data.get_joint_qpos(self.cube.joints[0])[:3]
         offset = [self.rng.uniform(0.12, 0.18), self.rng.uniform(-0.06, 0.06)]
         table_top = self.model.mujoco_arena.table_offset[2]
@@ -64,11 +77,20 @@ class VinnPush(Lift):
         observables["goal_pos"] = Observable(name="goal_pos", sensor=goal_pos, sampling_rate=self.control_freq)
         return observables
 
-    def _check_success(self):
+    def at_rest_on_goal(self) -> bool:
+        """Right now: cube centre within GOAL_RADIUS of the goal (xy), on the table, nearly still."""
         cube = self.sim.data.body_xpos[self.cube_body_id]
         goal = self.sim.model.body_pos[self.goal_body_id]
-        on_table = cube[2] < self.model.mujoco_arena.table_offset[2] + 0.035
-        return bool(on_table and np.linalg.norm(cube[:2] - goal[:2]) < GOAL_RADIUS)
+        speed = np.linalg.norm(self.sim.data.get_joint_qvel(self.cube.joints[0])[:3])  # free joint: world frame
+        return bool(
+            np.linalg.norm(cube[:2] - goal[:2]) < GOAL_RADIUS
+            and cube[2] < self.model.mujoco_arena.table_offset[2] + ON_TABLE
+            and speed < STILL_SPEED
+        )
+
+    def _check_success(self):
+        """The cube has rested on the goal (see at_rest_on_goal) for REST_STEPS consecutive control steps."""
+        return self._at_rest.update(float(self.sim.data.time), self.at_rest_on_goal)
 
 
 class PushEnv(RobosuiteEnv):

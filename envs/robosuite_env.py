@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,6 +52,28 @@ UNSEEN_BY_WRIST = ("fixed_mount0", "robot0_base", "robot0_link")
 """Bodies behind the wrist camera: the mount and arm links are ~90% of the scene's triangles, and the CPU
 rasteriser pays for every one of them in every frame, seen or not."""
 HIDDEN_GROUP = 3  # a geom group MuJoCo does not draw by default; render() turns it on for videos
+
+
+class HeldFor:
+    """Whether a condition has held for `steps` consecutive simulated control steps: the success of a goal state
+    (a stack, a cube at rest on its goal) rather than of a moment passing through it.
+
+    The count advances once per simulated instant, however often it is asked: robosuite calls _check_success
+    from reward() and the Gymnasium adapter calls it again after each step.
+    """
+
+    def __init__(self, steps: int) -> None:
+        self.steps = steps
+        self.reset()
+
+    def reset(self) -> None:
+        self.count, self._counted_at = 0, None
+
+    def update(self, sim_time: float, holds: Callable[[], bool]) -> bool:
+        if sim_time != self._counted_at:
+            self._counted_at = sim_time
+            self.count = self.count + 1 if holds() else 0
+        return self.count >= self.steps
 
 
 def check_camera(camera: str | None) -> None:

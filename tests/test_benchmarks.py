@@ -102,6 +102,16 @@ def test_experts_smoke(tmp_path):
 
 @pytest.mark.sim
 @pytest.mark.slow
+def test_state_oracle_smoke_on_the_development_block(tmp_path):
+    oracle = load_script("state_oracle")
+    data = oracle.main(oracle.Args(task="push", smoke=True, data_dir=str(tmp_path / "data"), out=str(tmp_path)))
+    assert data["block"] == "development" and data["episodes"] == 2 and 1 <= data["k"] <= 50
+    assert data["failed_seeds"] == [] or min(data["failed_seeds"]) >= 1_001_000  # block 1, never the test block
+    assert "--seed 1" in (tmp_path / "state_oracle_push.md").read_text()
+
+
+@pytest.mark.sim
+@pytest.mark.slow
 def test_two_strategy_smoke(tmp_path):
     script = load_script("two_strategy")
     data = script.main(script.Args(smoke=True, workers=1, out=str(tmp_path / "out"), run_dir=str(tmp_path / "runs"),

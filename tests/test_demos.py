@@ -11,7 +11,8 @@ from vinn_policy.demos.dataset import DemoFileError, load_demos, load_obs, valid
 
 from vinn_policy.harness.rollout import Episode
 
-ENV_ARGS = {"env_name": "vinn/Door-v0", "type": "vinn_policy", "env_kwargs": {"image_size": 16}, "image_key": "sideview_image"}
+ENV_ARGS = {"env_name": "vinn/Door-v1", "type": "vinn_policy", "env_kwargs": {"image_size": 16}, "image_key": "sideview_image",
+            "expert": "DoorExpert-v2"}
 
 
 def fake_episode(seed: int, steps: int = 5) -> Episode:
@@ -268,14 +269,21 @@ def test_fit_file_streams_batches_and_equals_fit_on_loaded_demos(tmp_path, tiny_
         next(iter_demo_batches(path, batch_size=0))
 
 
-def test_cached_demos_of_another_camera_are_refused_not_used(tmp_path):
-    from vinn_policy.harness.pipeline import ensure_demos
+def test_cached_demos_of_another_camera_or_env_version_are_refused_not_used(tmp_path):
+    from vinn_policy.harness.pipeline import demo_path, ensure_demos
 
-    write_demos(tmp_path / "door_16px.hdf5", [fake_episode(0)], {**ENV_ARGS, "action_noise": 0.1})
+    assert demo_path("door", tmp_path, 16) == tmp_path / "door-v1_16px.hdf5"  # each env version keeps its own demos
+    write_demos(tmp_path / "door-v1_16px.hdf5", [fake_episode(0)], {**ENV_ARGS, "action_noise": 0.1})
     assert ensure_demos("door", 1, tmp_path, image_size=16, progress=False).image_key == "sideview_image"
     wrong = {**ENV_ARGS, "action_noise": 0.1, "image_key": "agentview_image"}
     episode = fake_episode(0)
     episode.obs["agentview_image"] = episode.obs.pop("sideview_image")
-    write_demos(tmp_path / "door_8px.hdf5", [episode], wrong)
+    write_demos(tmp_path / "door-v1_8px.hdf5", [episode], wrong)
     with pytest.raises(DemoFileError, match="agentview_image frames, not sideview_image"):
         ensure_demos("door", 1, tmp_path, image_size=8, progress=False)
+    write_demos(tmp_path / "door-v1_4px.hdf5", [fake_episode(0)], {**ENV_ARGS, "action_noise": 0.1, "env_name": "vinn/Door-v0"})
+    with pytest.raises(DemoFileError, match="collected on vinn/Door-v0, not vinn/Door-v1"):
+        ensure_demos("door", 1, tmp_path, image_size=4, progress=False)
+    write_demos(tmp_path / "door-v1_2px.hdf5", [fake_episode(0)], {**ENV_ARGS, "action_noise": 0.1, "expert": "DoorExpert-v1"})
+    with pytest.raises(DemoFileError, match="made by expert DoorExpert-v1, not DoorExpert-v2"):  # the phase machine's
+        ensure_demos("door", 1, tmp_path, image_size=2, progress=False)

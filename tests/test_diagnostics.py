@@ -120,3 +120,11 @@ def test_coverage_rollouts_see_through_the_demonstrations_camera(tmp_path, tiny_
     with pytest.raises(RuntimeError, match="env made"):
         run(DiagnoseArgs(demos=str(demos), encoder=str(tmp_path / "encoder"), k=3, rollouts=1, workers=1, out=str(tmp_path / "r")))
     assert made["task"] == "door" and made["camera"] == "agentview" and made["image_size"] == 16
+
+
+def test_a_coverage_verdict_on_its_threshold_says_so():
+    demo = np.arange(1000.0)  # 95th percentile 949.05
+    just_over = np.concatenate([np.full(89, 2000.0), np.zeros(811)])  # 9.9% beyond, threshold 10% over 900 steps
+    assert coverage(demo, just_over)["verdict"] == "holds (on the threshold)"
+    clearly = np.concatenate([np.full(10, 2000.0), np.zeros(890)])
+    assert coverage(demo, clearly)["verdict"] == "holds"

@@ -60,7 +60,7 @@ def test_run_task_smoke_end_to_end_and_replay(tmp_path, task):
                                 data_dir=str(tmp_path / "data"), cache_dir=str(tmp_path / "cache"), workers=2, **sweeps)
     results = script.main(args)
     saved = json.loads((tmp_path / task / "results.json").read_text())
-    for key in ("args", "environment", "summary", "episodes", "offline", "act_latency_ms", "stage_seconds", "k"):
+    for key in ("args", "block", "environment", "summary", "episodes", "offline", "act_latency_ms", "stage_seconds", "k"):
         assert key in saved
     methods = set(saved["summary"]["methods"])
     assert methods == {"vinn", "vinn_random", "bc", "bc_rep", "open_loop", "random"}
@@ -125,3 +125,22 @@ def test_paper_preset_is_the_papers_scale_and_renders_what_its_encoder_sees():
     assert (bc.batch_size, rep.batch_size, bc.epochs, bc.gripper_index) == (64, 256, 100, -1)  # the last dimension
     assert BenchmarkArgs(paper=True, image_size=128).image_px == 128  # an explicit size still wins
     assert BenchmarkArgs(smoke=True).image_px == 32
+
+
+def test_holm_adjusts_the_family_of_baseline_comparisons():
+    from vinn_policy.harness.evaluation import holm
+
+    # Holm: sorted p 0.01, 0.02, 0.04 -> x3, x2, x1 = 0.03, 0.04, 0.04 (made monotone)
+    assert holm({"bc": 0.02, "bc_rep": 0.01, "random": 0.04}) == pytest.approx({"bc": 0.04, "bc_rep": 0.03, "random": 0.04})
+    assert holm({"a": 0.6, "b": 0.9}) == {"a": 1.0, "b": 1.0}
+
+
+def test_summary_says_no_significant_difference_not_level_when_holm_does_not_reject():
+    a = {i: i < 30 for i in range(40)}  # VINN: 30/40
+    close = {i: i < 27 for i in range(40)}  # 3 discordant pairs: p = 0.25
+    far = {i: i < 5 for i in range(40)}  # 25 discordant pairs, all VINN's
+    rows = [{"method": m, "seed": s, "success": ok, "steps": 10} for m, d in (("vinn", a), ("bc", close), ("random", far))
+            for s, ok in d.items()]
+    paired = summarize(rows)["paired"]
+    assert paired["bc"]["verdict"] == "no significant difference" and paired["bc"]["holm_p"] >= paired["bc"]["mcnemar_p"]
+    assert paired["random"]["verdict"] == "reference better" and paired["random"]["holm_p"] == pytest.approx(2 * paired["random"]["mcnemar_p"])

@@ -93,3 +93,9 @@ def test_the_gripper_is_the_last_action_dimension_everywhere(action_dim):
     if action_dim == 7:  # the rotation rx is blended: values between its extremes, not a vote's -0.5 / +0.5
         assert (np.abs(blended[:, 3]) < np.abs(actions[:, 3]).max() - 1e-3).all()
     assert BenchmarkArgs().bc_config().gripper_index == -1  # BC resolves it against the action size when fitting
+
+
+def test_results_name_the_evaluation_block():
+    assert BenchmarkArgs().block == "test" and BenchmarkArgs().eval_seeds()[0] == 1_000_000
+    dev = BenchmarkArgs(seed=1)
+    assert dev.block == "development 1" and dev.eval_seeds()[0] == 1_001_000

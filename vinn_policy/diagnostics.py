@@ -76,7 +76,8 @@ def multimodality(nb: Neighbours, gripper_index: int | None, action_norm: float,
     fraction = float(flags.mean())
     return {"fraction": fraction, "queries": len(flags), "min_share": min_share, "min_norm": action_norm / 4,
             "flagged_frames": np.flatnonzero(flags).tolist()[:50],
-            "verdict": "violated" if fraction > MULTIMODAL_FRACTION else "holds"}
+            "verdict": on_threshold("violated" if fraction > MULTIMODAL_FRACTION else "holds", fraction, len(flags),
+                                    MULTIMODAL_FRACTION)}
 
 
 def coverage(demo_distances: NDArray, rollout_distances: NDArray) -> dict[str, Any]:
@@ -88,7 +89,16 @@ def coverage(demo_distances: NDArray, rollout_distances: NDArray) -> dict[str, A
     beyond = float((roll > p95).mean())
     return {"demo_median": float(np.median(demo)), "demo_p95": p95, "rollout_median": float(np.median(roll)),
             "rollout_p95": float(np.quantile(roll, 0.95)), "rollout_steps": len(roll), "beyond_demo_p95": beyond,
-            "verdict": "violated" if beyond > COVERAGE_BEYOND else "holds"}
+            "verdict": on_threshold("violated" if beyond > COVERAGE_BEYOND else "holds", beyond, len(roll), COVERAGE_BEYOND)}
+
+
+def on_threshold(verdict: str, fraction: float, n: int, threshold: float) -> str:
+    """`verdict`, marked "(on the threshold)" when the fraction's Wilson 95% interval over its n counts (steps or
+    frames; correlated in time, so if anything too narrow) holds the threshold: the data cannot tell the sides apart."""
+    from scipy.stats import binomtest
+
+    ci = binomtest(round(fraction * n), n).proportion_ci(method="wilson")
+    return f"{verdict} (on the threshold)" if ci.low <= threshold <= ci.high else verdict
 
 
 @dataclass

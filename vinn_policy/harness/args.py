@@ -33,7 +33,8 @@ class BenchmarkArgs:
     methods: tuple[str, ...] = METHODS
     workers: int = 2
     seed: int = 0
-    """Evaluation seeds are EVAL_SEED_BASE + 1000 * seed + i."""
+    """Evaluation block: seeds EVAL_SEED_BASE + 1000 * seed + i. 0 is the test block, for the committed final runs
+    only; 1, 2, ... are development blocks, for every exploration and design decision."""
     out: str | None = None
     """Report directory (default runs/<task>, beside the policies and videos; runs/smoke-<task> with --smoke). The committed results are
     refreshed only on purpose: --out benchmarks/results/<task>."""
@@ -117,6 +118,11 @@ class BenchmarkArgs:
             return replace(BCConfig.paper(representation), gripper_index=GRIPPER_INDEX)
         return BCConfig(encoder=self.encoder_config(), epochs=self.bc_epochs, gripper_index=GRIPPER_INDEX,
                         batch_size=16 if self.smoke else 64)
+
+    @property
+    def block(self) -> str:
+        """Which evaluation block the seeds come from (recorded in results.json)."""
+        return "test" if self.seed == 0 else f"development {self.seed}"
 
     def eval_seeds(self) -> list[int]:
         return [EVAL_SEED_BASE + 1000 * self.seed + i for i in range(self.episodes)]

@@ -114,7 +114,7 @@ def run(args: BenchmarkArgs) -> dict[str, Any]:
     by_key = {(r["method"], r["seed"]): r for r in rows}
     videos = stages.run("videos", record_videos, args, trained["paths"], data, by_key, run_dir / "videos") if args.videos else []
     results = {
-        "args": asdict(args), "environment": {**environment(), "host_speed": speed}, "demos": {"train": args.demos, "val": args.val_demos,
+        "args": asdict(args), "block": args.block, "environment": {**environment(), "host_speed": speed}, "demos": {"train": args.demos, "val": args.val_demos,
                                                                        "frames": int(len(data.frames))},
         "encoder": {"kind": args.encoder, **{k: v for k, v in encoder_info.items() if k != "losses"},
                     "byol_losses": encoder_info.get("losses"), "config": asdict(encoder.config)},

@@ -105,8 +105,27 @@ def episode_row(method: str, episode: Episode) -> dict[str, Any]:
     return row
 
 
+def holm(p_values: dict[str, float]) -> dict[str, float]:
+    """Holm-Bonferroni adjusted p-values of a family of tests (one per baseline compared with the reference):
+    the i-th smallest p is multiplied by (m - i), then made monotone; reject where the adjusted p < alpha."""
+    order = sorted(p_values, key=p_values.get)
+    adjusted, running = {}, 0.0
+    for i, name in enumerate(order):
+        running = max(running, min(1.0, (len(order) - i) * p_values[name]))
+        adjusted[name] = running
+    return {name: adjusted[name] for name in p_values}
+
+
+def paired_verdict(paired: dict[str, Any], alpha: float = 0.05) -> str:
+    """What a Holm-corrected paired comparison allows one to say (not 'equal' when it is not significant)."""
+    if paired["holm_p"] >= alpha:
+        return "no significant difference"
+    return "reference better" if paired["only_a"] > paired["only_b"] else "baseline better"
+
+
 def summarize(rows: list[dict[str, Any]], reference: str = "vinn") -> dict[str, Any]:
-    """Per-method success with Wilson intervals, and each method paired against `reference`."""
+    """Per-method success with Wilson intervals, and each method paired against `reference` (exact McNemar,
+    Holm-corrected over the baselines compared)."""
     methods = list(dict.fromkeys(r["method"] for r in rows))
     by_method = {m: {r["seed"]: bool(r["success"]) for r in rows if r["method"] == m} for m in methods}
     summary: dict[str, Any] = {"methods": {}, "paired": {}}
@@ -123,4 +142,8 @@ def summarize(rows: list[dict[str, Any]], reference: str = "vinn") -> dict[str, 
         for m in methods:
             if m != reference:
                 summary["paired"][m] = paired_comparison(by_method[reference], by_method[m])
+        adjusted = holm({m: p["mcnemar_p"] for m, p in summary["paired"].items()})
+        for m, p in summary["paired"].items():
+            p["holm_p"] = adjusted[m]
+            p["verdict"] = paired_verdict(p)
     return summary

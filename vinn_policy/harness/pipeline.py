@@ -26,11 +26,13 @@ from vinn_policy.encoder import Encoder
 
 
 def demo_path(task: str, data_dir: str | Path = "data", image_size: int = 84, camera: str | None = None) -> Path:
-    """data/<task>[_<camera>]_<image_size>px.hdf5, the camera named when it is not the task's own."""
-    from vinn_policy.envs import resolve_camera, task_spec
+    """data/<task>-<version>[_<camera>]_<image_size>px.hdf5 (e.g. data/door-v1_84px.hdf5), the camera named when
+    it is not the task's own: each env version keeps its own demonstrations."""
+    from vinn_policy.envs import env_id, resolve_camera, task_spec
 
     camera = resolve_camera(task, camera)
-    name = task if camera == task_spec(task).camera else f"{task}_{camera}"
+    versioned = f"{task}-{env_id(task).rpartition('-')[2]}"
+    name = versioned if camera == task_spec(task).camera else f"{versioned}_{camera}"
     return Path(data_dir) / f"{name}_{image_size}px.hdf5"
 
 
@@ -39,7 +41,8 @@ def ensure_demos(task: str, episodes: int, data_dir: str | Path = "data", noise:
     """The first `episodes` demos of data/<task>[_<camera>]_<image_size>px.hdf5 (camera named when not the
     task's own), collecting (or appending) what is missing."""
     from vinn_policy.demos.collect import CollectArgs, collect
-    from vinn_policy.envs import resolve_camera
+    from vinn_policy.demos.experts import EXPERTS
+    from vinn_policy.envs import env_id, resolve_camera
 
     camera = resolve_camera(task, camera)
     path = demo_path(task, data_dir, image_size, camera)
@@ -47,6 +50,10 @@ def ensure_demos(task: str, episodes: int, data_dir: str | Path = "data", noise:
     if path.exists():
         try:
             summary = validate_file(path)
+            if summary["env_args"].get("env_name") != env_id(task):
+                raise DemoFileError(f"{path} was collected on {summary['env_args'].get('env_name')}, not {env_id(task)}")
+            if summary["env_args"].get("expert") != EXPERTS[task].name():
+                raise DemoFileError(f"{path} was made by expert {summary['env_args'].get('expert')}, not {EXPERTS[task].name()}")
             if summary["env_args"].get("action_noise") != noise:
                 raise DemoFileError(f"{path} was collected with noise {summary['env_args'].get('action_noise')}, not {noise}")
             if summary["image_key"] != f"{camera}_image":

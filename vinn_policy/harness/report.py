@@ -51,9 +51,13 @@ def success_table(summary: dict[str, Any], offline: dict[str, Any], latency: dic
 
 
 def paired_table(summary: dict[str, Any]) -> str:
-    rows = [[NAMES.get(m, m), p["both"], p["only_a"], p["only_b"], p["neither"], f"{p['mcnemar_p']:.3g}"]
+    """VINN against each baseline on the same seeds: exact McNemar p, Holm-corrected over the baselines."""
+    words = {"reference better": "VINN better", "baseline better": "baseline better"}
+    rows = [[NAMES.get(m, m), p["both"], p["only_a"], p["only_b"], p["neither"], f"{p['mcnemar_p']:.3g}",
+             f"{p['holm_p']:.3g}" if "holm_p" in p else "–", words.get(p.get("verdict"), p.get("verdict", "–"))]
             for m, p in summary["paired"].items()]
-    return markdown_table(["VINN vs", "both succeed", "only VINN", "only baseline", "neither", "McNemar p (exact)"], rows)
+    return markdown_table(["VINN vs", "both succeed", "only VINN", "only baseline", "neither", "McNemar p (exact)",
+                           "Holm p", "at 5% after Holm"], rows)
 
 
 def plot_success(summary: dict[str, Any], path: Path, title: str) -> None:
@@ -159,7 +163,7 @@ def header_section(results: dict[str, Any]) -> list[str]:
     args = results["args"]
     return [f"# Closed-loop benchmark: {args['task']}\n",
             f"{results['environment']['date']} · {args['demos']} training demos (+{results['demos']['val']} validation) · "
-            f"{args['episodes']} evaluation episodes per method on the same held-out seeds · VINN k = {results['k']} "
+            f"{args['episodes']} evaluation episodes per method on the same held-out seeds ({results.get('block', 'block not recorded')} block) · VINN k = {results['k']} "
             f"({'fixed' if args['k'] else 'chosen on validation'}) · encoder: {results['encoder']['kind']} "
             f"{results['encoder']['config']['arch']} at {results['encoder']['config']['image_size']} px"
             f"{' (cached)' if results['encoder'].get('cached') else ''} · camera: {camera_of(results)} · total wall time "
