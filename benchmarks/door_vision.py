@@ -60,24 +60,6 @@ class Args:
             raise ValueError(f"block must be >= 1 (development); block 0 is the test block. Got {self.block}.")
 
 
-class ReplayPolicy:
-    """Replays one action sequence blind (then repeats its last action)."""
-
-    uses_images = False
-
-    def __init__(self, actions: np.ndarray) -> None:
-        self.actions = np.asarray(actions, np.float32)
-        self.t = 0
-
-    def reset(self, seed: int | None = None) -> None:
-        self.t = 0
-
-    def act(self, obs: object) -> np.ndarray:
-        action = self.actions[min(self.t, len(self.actions) - 1)]
-        self.t += 1
-        return action.copy()
-
-
 def blind_expert():
     """The door expert with camera rendering off: it steers by the privileged state alone."""
     expert = make_expert("door")
@@ -132,9 +114,10 @@ def main(args: Args) -> dict:
     ol = rate(rollouts(make, lambda: open_loop, seeds, workers=1))
     print("open-loop", ol, flush=True)
     blind = []
-    for e in ids[: args.replayed_demos]:
-        policy = ReplayPolicy(demos.actions[demos.episode_ids == e])
-        blind.append(rate(rollouts(make, functools.partial(ReplayPolicy, policy.actions), seeds, workers=args.workers)))
+    for e in ids[: args.replayed_demos]:  # open-loop over this one demo: its actions replayed blind
+        one = demos.episode_ids == e
+        replay = functools.partial(OpenLoopPolicy.fit, demos.frames[one], demos.actions[one], demos.episode_ids[one])
+        blind.append(rate(rollouts(make, replay, seeds, workers=args.workers)))
         print("blind replay of demo", e, blind[-1], flush=True)
     make_priv = functools.partial(make_env, "door", image_size=args.image_size, privileged=True)
     expert = rate(rollouts(make_priv, blind_expert, range(args.expert_seeds), workers=args.workers,

@@ -210,9 +210,10 @@ def compare_with_recorded(results_file: Path, method: str, seed: int, policy_pat
         return {"recorded": recorded, "reproduces": None,
                 "why": f"{results_file} records no checksum for {method}'s policy, so it cannot tell whether {policy_path} "
                        "produced the recorded episode"}
-    if saved != artefact_digest(policy_path):
+    current = artefact_digest(policy_path)
+    if saved != current:
         return {"recorded": recorded, "reproduces": None,
-                "why": f"{policy_path} is not the policy that produced {results_file} (artefact checksum {artefact_digest(policy_path)[:12]}, "
+                "why": f"{policy_path} is not the policy that produced {results_file} (artefact checksum {current[:12]}, "
                        f"recorded {saved[:12]}): it was trained again since. Point --out at the report of the run that saved it."}
     return {"recorded": recorded, "reproduces": recorded == {"success": episode.success, "steps": episode.steps}}
 

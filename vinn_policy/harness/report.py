@@ -153,10 +153,15 @@ def host_note(environment: dict[str, Any]) -> str:
 
 def in_run_order(results: dict[str, Any]) -> dict[str, Any]:
     """The summary with methods in the order they were run (a results.json written with sorted keys has lost it)."""
-    rank = {m: i for i, m in enumerate(results["args"]["methods"])}
     summary = results["summary"]
-    return {**summary, **{key: dict(sorted(summary[key].items(), key=lambda kv: rank.get(kv[0], len(rank))))
+    return {**summary, **{key: {m: summary[key][m] for m in run_ordered(summary[key], results["args"]["methods"])}
                           for key in ("methods", "paired")}}
+
+
+def run_ordered(names: object, methods: list[str]) -> list[str]:
+    """`names` in the order `methods` were run; names not among them last, in their own order."""
+    rank = {m: i for i, m in enumerate(methods)}
+    return sorted(names, key=lambda m: rank.get(m, len(rank)))
 
 
 def header_section(results: dict[str, Any]) -> list[str]:
@@ -206,8 +211,7 @@ def sweep_sections(results: dict[str, Any]) -> list[str]:
             [k, _pct(s["success_rate"]), f"[{_pct(s['wilson_95'][0])}, {_pct(s['wilson_95'][1])}]"] for k, s in results["sweeps"]["k"].items()])]
     if results["sweeps"].get("demos"):
         sweep = results["sweeps"]["demos"]
-        rank = {m: i for i, m in enumerate(args["methods"])}
-        methods = sorted(next(iter(sweep.values()))["summary"], key=lambda m: rank.get(m, len(rank)))
+        methods = run_ordered(next(iter(sweep.values()))["summary"], args["methods"])
         md += ["\n## Success vs number of demonstrations\n",
                f"VINN with n demos is the main database without its later episodes: its encoder (BYOL, self-supervised on all "
                f"{args['demos']} demos' frames) and k are the main run's, and BC-rep keeps that encoder too. BC end-to-end and "
