@@ -58,7 +58,9 @@ class Args:
     """Report folder; --out benchmarks/results/stack refreshes the committed analysis."""
     name: str = "analysis"
     episodes: int = 30
-    """Closed-loop VINN episodes (the first evaluation seeds) whose failures are classified; 0 skips them."""
+    """Closed-loop VINN episodes (the first seeds of block --seed) whose failures are classified; 0 skips them."""
+    seed: int = 1
+    """Evaluation block: 1+ are development blocks; 0, the test block, is refused (an analysis informs design)."""
     oracle_demos: tuple[int, ...] | None = None
     """Database sizes of the closed-loop state oracle (default: --demos; its k is chosen on the validation
     demos that follow each database); () skips it."""
@@ -95,7 +97,7 @@ STATE_KEYS = ("robot0_eef_pos", *CUBES, "robot0_gripper_qpos")
 
 def classified_rollouts(args: Args, bench: BenchmarkArgs, make_policy) -> dict:
     """Run a policy on the first `args.episodes` evaluation seeds, recording the state, and classify each episode."""
-    seeds = bench.eval_seeds()[: args.episodes]  # run_stack.py's first seeds
+    seeds = bench.eval_seeds()[: args.episodes]  # the first seeds of block --seed
     # privileged: the outcome is classified from the cubes' positions, and the state oracle acts on them.
     make = functools.partial(make_env, "stack", image_size=bench.image_px, horizon=bench.horizon, privileged=True)
     episodes, switches = {}, []
@@ -133,8 +135,10 @@ def state_oracle(args: Args, bench: BenchmarkArgs, data: Demos, features: np.nda
 
 
 def main(args: Args) -> dict:
+    if args.seed < 1:
+        raise SystemExit(f"--seed must be a development block (>= 1); block 0 is the test block. Got {args.seed}.")
     bench = BenchmarkArgs(task="stack", demos=args.demos, episodes=args.episodes, cache_dir=args.cache_dir, data_dir=args.data_dir,
-                          smoke=args.smoke)
+                          smoke=args.smoke, seed=args.seed)
     n_train = bench.demos
     args.oracle_demos = (n_train,) if args.oracle_demos is None else args.oracle_demos
     everything = ensure_demos("stack", max(n_train, *args.oracle_demos) + bench.val_demos, args.data_dir, image_size=bench.image_px)

@@ -31,6 +31,8 @@ from vinn_policy.harness.training import choose_k
 OBJECTS = {"door": ("handle_pos", "door_pos"), "push": ("cube_pos", "goal_pos"), "stack": ("cubeA_pos", "cubeB_pos"),
            "push_around": ("cube_pos", "goal_pos", "obstacle_pos")}
 """The privileged positions whose offsets from the gripper make each task's state."""
+JOINTS = {"door": ("handle_qpos", "hinge_qpos")}
+"""Object joint angles in the state too: the door expert's mode is the lever's and the hinge's angle."""
 
 
 @dataclass
@@ -60,21 +62,22 @@ def main(args: Args) -> dict:
         args.demos, args.episodes, args.image_size = 4, 2, 32
     val_demos = max(2, round(0.2 * args.demos))
     data = ensure_demos(args.task, args.demos + val_demos, args.data_dir, image_size=args.image_size)
-    keys = ("robot0_eef_pos", *OBJECTS[args.task], "robot0_gripper_qpos")
+    joints = JOINTS.get(args.task, ())
+    keys = ("robot0_eef_pos", *OBJECTS[args.task], "robot0_gripper_qpos", *joints)
     obs = load_obs(demo_path(args.task, args.data_dir, args.image_size), keys, max_episodes=args.demos + val_demos)
-    features = state_features(obs, OBJECTS[args.task])  # (N, 3 * objects + 2), rows as data's
+    features = state_features(obs, OBJECTS[args.task], joints)  # (N, 3 * objects + 2 + joints), rows as data's
     train = np.flatnonzero(data.episode_ids < args.demos)
     val = np.flatnonzero(data.episode_ids >= args.demos)
     k, curve = choose_k(features, data, train, val)
     k = args.k or k
     policy = functools.partial(StateKNNPolicy, features[train], data.actions[train], data.episode_ids[train], k,
-                               OBJECTS[args.task], GRIPPER_INDEX)
+                               OBJECTS[args.task], GRIPPER_INDEX, joints)
     seeds = [EVAL_SEED_BASE + 1000 * args.seed + i for i in range(args.episodes)]
     make = functools.partial(make_env, args.task, image_size=args.image_size, privileged=True)
     episodes = list(rollouts(make, policy, seeds, args.workers))
     successes = sum(e.success for e in episodes)
     result = {"args": asdict(args), "environment": environment(), "block": "test" if args.seed == 0 else "development",
-              "objects": OBJECTS[args.task], "k": k, "k_curve_val": curve, "episodes": len(episodes), "successes": successes,
+              "objects": OBJECTS[args.task], "joints": joints, "k": k, "k_curve_val": curve, "episodes": len(episodes), "successes": successes,
               "success_rate": successes / len(episodes), "wilson_95": wilson_interval(successes, len(episodes)),
               "failed_seeds": [e.seed for e in episodes if not e.success],
               "mean_steps": float(np.mean([e.steps for e in episodes]))}
@@ -83,7 +86,8 @@ def main(args: Args) -> dict:
           f"`python benchmarks/state_oracle.py --task {args.task} --demos {args.demos} --episodes {args.episodes} --seed {args.seed} "
           f"--image-size {args.image_size} --out {args.out}`"
           f" ({result['environment']['date']}). VINN's regression (k nearest by L2, softmin weights, gripper vote) over "
-          f"{', '.join(OBJECTS[args.task])} relative to the gripper and the finger joints, {args.demos} demos, k = {k} chosen "
+          f"{', '.join(OBJECTS[args.task])} relative to the gripper, the finger joints"
+          f"{''.join(f', {j}' for j in joints)}, {args.demos} demos, k = {k} chosen "
           f"on {val_demos} validation demos, {result['block']} block.\n\n"
           + markdown_table(["episodes", "successes", "success", "Wilson 95%", "mean steps"],
                            [[len(episodes), successes, f"{result['success_rate']:.0%}", f"[{low:.0%}, {high:.0%}]",

@@ -21,7 +21,7 @@ import tyro
 from tqdm.auto import tqdm
 from vinn_policy.demos.dataset import load_demos, validate_file, write_demos
 from vinn_policy.demos.experts import EXPERTS, make_expert
-from vinn_policy.envs import env_id, make_env, resolve_camera
+from vinn_policy.envs import env_id, make_env, resolve_camera, task_variation
 
 from vinn_policy.harness.rollout import Episode, rollouts
 
@@ -94,6 +94,7 @@ def collect(args: CollectArgs, progress: bool = True) -> CollectReport:
         "image_key": image_key,
         "action_noise": args.noise,
         "expert": EXPERTS[args.task].name(),  # demos made by another expert version are not reused
+        "variation": task_variation(args.task),  # nor demos drawn from another placement distribution
     }
     max_failures = args.max_failures if args.max_failures is not None else args.episodes
     if args.seed < 0 or max_failures < 0:

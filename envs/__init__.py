@@ -78,3 +78,10 @@ def task_spec(task: str):
     env_id(task)  # validates the name
     module, cls = TASKS[task][1].split(":")
     return getattr(import_module(module), cls).task
+
+
+def task_variation(task: str) -> dict:
+    """A task's TaskSpec.variation as JSON values (tuples as lists), as demonstration files record it."""
+    import json
+
+    return json.loads(json.dumps(task_spec(task).variation))

@@ -43,6 +43,7 @@ class _QuietRobosuite(logging.Filter):
 logging.getLogger("robosuite_logs").addFilter(_QuietRobosuite())  # robosuite's logger; it survives its import
 
 CONTROL_FREQ = 20
+START_STEPS, START_STEP = 20, 0.05  # hand_start: steps, and metres per unit action (OSC_POSITION's limit)
 CAMERAS = ("agentview", "frontview", "birdview", "sideview", "robot0_robotview", "robot0_eye_in_hand")
 """The cameras of robosuite's scenes with a Panda (robot0_eye_in_hand: on the wrist, looking down past the fingers)."""
 
@@ -93,6 +94,12 @@ class TaskSpec:
     object_keys: dict[str, int]
     """Privileged robosuite observation keys passed through, with their sizes."""
     robosuite_kwargs: dict[str, Any] = field(default_factory=dict)
+    variation: dict[str, Any] = field(default_factory=dict)
+    """How episodes vary beyond robosuite's defaults (ranges, noise); demonstration files record it, and the
+    benchmark's demo cache refuses files drawn from another variation."""
+    hand_start: tuple[float, float, float] | None = None
+    """Half-widths (m) of a box around robosuite's start in which each episode's hand starts: reset drives it
+    to a uniform point there (START_STEPS unrecorded steps), so its posture stays one the arm can work from."""
 
 
 def _controller_config() -> dict:
@@ -213,6 +220,20 @@ class RobosuiteEnv(gym.Env):
         if ctx is not None:
             ctx.gl_ctx.make_current()
 
+    def _move_hand_to_start(self, raw: dict[str, np.ndarray], rng: np.random.Generator) -> dict[str, np.ndarray]:
+        """Drive the open hand to a uniform point of the hand_start box around where robosuite put it."""
+        half = np.asarray(self.task.hand_start)
+        target = raw["robot0_eef_pos"] + rng.uniform(-half, half)
+        camera = self._camera_obs
+        self.set_camera_obs(False)  # unrecorded steps: nothing to render
+        try:
+            for _ in range(START_STEPS):
+                delta = np.clip((target - raw["robot0_eef_pos"]) / START_STEP, -1.0, 1.0)
+                raw, _, _, _ = self._rs.step(np.array([*delta, -1.0]))
+        finally:
+            self.set_camera_obs(camera)
+        return raw
+
     def set_camera_obs(self, enabled: bool) -> None:
         """Turn camera rendering off (image = zeros) for policies that never look, e.g. the random baseline:
         rendering is most of a step's cost, and the simulation does not depend on it."""
@@ -240,6 +261,8 @@ class RobosuiteEnv(gym.Env):
         self._make_current()
         self._apply_fast_render()
         raw = self._rs.reset()
+        if self.task.hand_start is not None:
+            raw = self._move_hand_to_start(raw, rng)
         self._apply_fast_render()
         # Camera observations were rendered before fast-render could apply on the very first reset.
         raw = self._rs._get_observations(force_update=True)

@@ -106,3 +106,17 @@ def test_state_oracle_features_are_offsets_from_the_gripper_and_it_acts_as_its_n
     assert oracle.uses_images is False  # rollouts need not render the camera for it
     with pytest.raises(ValueError, match=r"privileged observation keys \['cubeB_pos'\]"):
         oracle.act({key: v[3] for key, v in obs.items() if key != "cubeB_pos"})
+
+
+def test_state_oracle_features_carry_object_joint_angles_at_their_scale():
+    from vinn_policy.baselines.state_oracle import JOINT_SCALE
+
+    obs = {"robot0_eef_pos": np.zeros(3), "handle_pos": np.ones(3), "robot0_gripper_qpos": np.zeros(2),
+           "handle_qpos": np.array([1.4]), "hinge_qpos": np.array([0.2])}
+    features = state_features(obs, ("handle_pos",), ("handle_qpos", "hinge_qpos"))
+    np.testing.assert_allclose(features, [100, 100, 100, 0, 0, 1.4 / JOINT_SCALE, 0.2 / JOINT_SCALE], rtol=1e-6)
+    oracle = StateKNNPolicy(features[None], np.zeros((1, 4), np.float32), np.zeros(1), 1, ("handle_pos",), 3,
+                            ("handle_qpos", "hinge_qpos"))
+    np.testing.assert_allclose(oracle.act(obs), np.zeros(4))
+    with pytest.raises(ValueError, match=r"privileged observation keys \['handle_qpos'\]"):
+        oracle.act({k: v for k, v in obs.items() if k != "handle_qpos"})

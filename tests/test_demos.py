@@ -8,11 +8,12 @@ import h5py
 import numpy as np
 import pytest
 from vinn_policy.demos.dataset import DemoFileError, load_demos, load_obs, validate_file, write_demos
+from vinn_policy.envs import task_variation
 
 from vinn_policy.harness.rollout import Episode
 
 ENV_ARGS = {"env_name": "vinn/Door-v1", "type": "vinn_policy", "env_kwargs": {"image_size": 16}, "image_key": "sideview_image",
-            "expert": "DoorExpert-v2"}
+            "expert": "DoorExpert-v2", "variation": task_variation("door")}
 
 
 def fake_episode(seed: int, steps: int = 5) -> Episode:
@@ -287,3 +288,7 @@ def test_cached_demos_of_another_camera_or_env_version_are_refused_not_used(tmp_
     write_demos(tmp_path / "door-v1_2px.hdf5", [fake_episode(0)], {**ENV_ARGS, "action_noise": 0.1, "expert": "DoorExpert-v1"})
     with pytest.raises(DemoFileError, match="made by expert DoorExpert-v1, not DoorExpert-v2"):  # the phase machine's
         ensure_demos("door", 1, tmp_path, image_size=2, progress=False)
+    narrow = {**task_variation("door"), "x_range": [0.07, 0.09]}  # drawn from another placement distribution
+    write_demos(tmp_path / "door-v1_3px.hdf5", [fake_episode(0)], {**ENV_ARGS, "action_noise": 0.1, "variation": narrow})
+    with pytest.raises(DemoFileError, match=r"drawn from the variation .*'x_range': \[0.07, 0.09\]"):
+        ensure_demos("door", 1, tmp_path, image_size=3, progress=False)

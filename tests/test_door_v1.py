@@ -1,5 +1,6 @@
 """Door-v1: a wider door placement and arm start than v0, and a memoryless scripted expert."""
 
+import dataclasses
 import inspect
 
 import gymnasium as gym
@@ -7,6 +8,7 @@ import numpy as np
 import pytest
 from vinn_policy.demos.experts import DoorExpert, make_expert
 from vinn_policy.envs import env_id, make_env
+from vinn_policy.envs.door import DoorEnv
 
 
 def door_obs(rng: np.random.Generator) -> dict[str, np.ndarray]:
@@ -72,3 +74,23 @@ def test_door_v1_places_the_door_and_the_arm_widely():
     # v0 (robosuite's placement) kept the handle within ~2 cm per axis and the hand within ~1 cm.
     assert (np.ptp(handles[:, :2], axis=0) > 0.04).all()
     assert (hands.std(0) > 0.02).all()
+
+
+@pytest.mark.sim
+def test_the_hand_starts_at_a_seeded_point_of_its_box_around_robosuites_start():
+    env = make_env("door", privileged=True, image_size=8)
+    door = env.unwrapped
+    door.set_camera_obs(False)
+    half = np.asarray(door.task.hand_start)
+    moved, fixed = [], []
+    for seed in range(1_001_000, 1_001_006):  # development block
+        moved.append(env.reset(seed=seed)[0]["robot0_eef_pos"])
+        door.task = dataclasses.replace(DoorEnv.task, hand_start=None)  # robosuite's own start, same seed
+        fixed.append(env.reset(seed=seed)[0]["robot0_eef_pos"])
+        del door.task
+    again = env.reset(seed=1_001_000)[0]["robot0_eef_pos"]
+    env.close()
+    offsets = np.array(moved) - np.array(fixed)
+    assert (np.abs(offsets) <= half + 0.02).all()  # within the box (2 cm: the controller's settling)
+    assert (np.abs(offsets).max(0) > 0.3 * half).all()  # and spread over it, on every axis
+    np.testing.assert_array_equal(again, moved[0])  # the seed fixes the start

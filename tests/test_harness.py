@@ -96,6 +96,7 @@ def test_the_gripper_is_the_last_action_dimension_everywhere(action_dim):
 
 
 def test_results_name_the_evaluation_block():
-    assert BenchmarkArgs().block == "test" and BenchmarkArgs().eval_seeds()[0] == 1_000_000
+    assert BenchmarkArgs().block == "development 1" and BenchmarkArgs().eval_seeds()[0] == 1_001_000  # checks stay off the test block
+    assert BenchmarkArgs(seed=0).block == "test" and BenchmarkArgs(seed=0).eval_seeds()[0] == 1_000_000
     dev = BenchmarkArgs(seed=1)
     assert dev.block == "development 1" and dev.eval_seeds()[0] == 1_001_000

@@ -11,16 +11,22 @@ from numpy.typing import NDArray
 
 from vinn_policy.database import EmbeddingDatabase
 
+JOINT_SCALE = 0.1
+"""Radians are compared with centimetres at 0.1 rad per cm: a door lever's 1.4 rad of travel spans 14 units,
+like the hand's approach to it."""
 
-def state_features(obs: dict[str, NDArray], objects: tuple[str, ...]) -> NDArray[np.float32]:
-    """(..., 3 * len(objects) + 2) the state oracle's embedding, in cm: each object position relative to the
-    gripper (robot0_eef_pos), then the finger joints (robot0_gripper_qpos)."""
-    missing = [key for key in ("robot0_eef_pos", *objects, "robot0_gripper_qpos") if key not in obs]
+
+def state_features(obs: dict[str, NDArray], objects: tuple[str, ...], joints: tuple[str, ...] = ()) -> NDArray[np.float32]:
+    """(..., 3 * len(objects) + 2 + len(joints)) the state oracle's embedding, in cm: each object position relative
+    to the gripper (robot0_eef_pos), the finger joints (robot0_gripper_qpos), then the objects' own joint angles
+    (e.g. a door's lever and hinge, one value each) at JOINT_SCALE rad per unit."""
+    missing = [key for key in ("robot0_eef_pos", *objects, "robot0_gripper_qpos", *joints) if key not in obs]
     if missing:
         raise ValueError(f"The state oracle needs the privileged observation keys {missing}; got {sorted(obs)}.")
     eef = np.asarray(obs["robot0_eef_pos"])
-    parts = [np.asarray(obs[key]) - eef for key in objects] + [np.asarray(obs["robot0_gripper_qpos"])]
-    return (100 * np.concatenate(parts, -1)).astype(np.float32)
+    parts = [100 * (np.asarray(obs[key]) - eef) for key in objects] + [100 * np.asarray(obs["robot0_gripper_qpos"])]
+    parts += [np.asarray(obs[key]) / JOINT_SCALE for key in joints]
+    return np.concatenate(parts, -1).astype(np.float32)
 
 
 class StateKNNPolicy:
@@ -31,12 +37,12 @@ class StateKNNPolicy:
     uses_images = False
 
     def __init__(self, features: NDArray, actions: NDArray, episode_ids: NDArray, k: int, objects: tuple[str, ...],
-                 gripper_index: int | None = None) -> None:
+                 gripper_index: int | None = None, joints: tuple[str, ...] = ()) -> None:
         self.database = EmbeddingDatabase(features, actions, episode_ids, gripper_index=gripper_index, index="exact")
-        self.k, self.objects = k, objects
+        self.k, self.objects, self.joints = k, objects, joints
 
     def reset(self, seed: int | None = None) -> None:
         pass
 
     def act(self, obs: dict[str, NDArray]) -> NDArray[np.float32]:
-        return self.database.query(state_features(obs, self.objects)[None], self.k).actions[0]
+        return self.database.query(state_features(obs, self.objects, self.joints)[None], self.k).actions[0]

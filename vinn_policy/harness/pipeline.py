@@ -42,7 +42,7 @@ def ensure_demos(task: str, episodes: int, data_dir: str | Path = "data", noise:
     task's own), collecting (or appending) what is missing."""
     from vinn_policy.demos.collect import CollectArgs, collect
     from vinn_policy.demos.experts import EXPERTS
-    from vinn_policy.envs import env_id, resolve_camera
+    from vinn_policy.envs import env_id, resolve_camera, task_variation
 
     camera = resolve_camera(task, camera)
     path = demo_path(task, data_dir, image_size, camera)
@@ -54,6 +54,9 @@ def ensure_demos(task: str, episodes: int, data_dir: str | Path = "data", noise:
                 raise DemoFileError(f"{path} was collected on {summary['env_args'].get('env_name')}, not {env_id(task)}")
             if summary["env_args"].get("expert") != EXPERTS[task].name():
                 raise DemoFileError(f"{path} was made by expert {summary['env_args'].get('expert')}, not {EXPERTS[task].name()}")
+            if summary["env_args"].get("variation", {}) != task_variation(task):
+                raise DemoFileError(f"{path} was drawn from the variation {summary['env_args'].get('variation', 'unrecorded')}, "
+                                    f"not {task}'s {task_variation(task)}")
             if summary["env_args"].get("action_noise") != noise:
                 raise DemoFileError(f"{path} was collected with noise {summary['env_args'].get('action_noise')}, not {noise}")
             if summary["image_key"] != f"{camera}_image":
