@@ -140,7 +140,8 @@ def main(args: Args) -> dict:
                                                    zip(h["std"], h["min"], h["max"], strict=True)), ""],
          ["door yaw std (range), rad", f"{y['std']:.3f} ({y['min']:.2f}..{y['max']:.2f})", ""],
          ["hand start x / y / z std, cm", " / ".join(f"{100 * s:.1f}" for s in eef["std"]), ""]])
-    cmd = "python benchmarks/door_vision.py" + (" --smoke" if args.smoke else "") + (f" --out {args.out}" if args.out != "runs/door_vision" else "")
+    cmd = ("python benchmarks/door_vision.py" + (" --smoke" if args.smoke else "") + (f" --block {args.block}" if args.block != 1 else "")
+           + (f" --name {args.name}" if args.name != "door_vision" else "") + (f" --out {args.out}" if args.out != "runs/door_vision" else ""))
     md = (f"# Does Door-v1 need vision? ({data['environment']['date']})\n\n`{cmd}`\n\nDevelopment seeds {data['seeds']}; "
           f"open-loop fit on {args.train_demos} demos (noise {args.noise}, {args.image_size} px). Variation over "
           f"{spread['resets']} resets.\n\n" + table + "\n")

@@ -154,6 +154,23 @@ def test_stack_failures_are_counted_at_the_furthest_stage():
     assert evidence["closes"] == 4 and evidence["nearest_close_cm"] == 0.0 and evidence["highest_lift_cm"] == 10.0
 
 
+def test_stack_analysis_refuses_the_test_block():
+    script = load_script("stack_analysis")
+    with pytest.raises(SystemExit, match="block 0 is the test block"):
+        script.main(script.Args(seed=0))
+
+
+def test_experts_report_puts_door_vision_beside_the_expert(tmp_path):
+    experts = load_script("experts")
+    assert experts.door_needs_vision(tmp_path) == ""  # nothing measured yet: no section
+    spread = {"handle_xy_m": {"std": [0.048, 0.044]}, "door_yaw_rad": {"std": 0.121}, "eef_start_m": {"std": [0.115, 0.149, 0.097]}}
+    (tmp_path / "door_vision.json").write_text(json.dumps({
+        "seeds": "1001000..1001049 (block 1)", "open_loop": {"success_rate": 0.26}, "expert": {"success_rate": 0.95},
+        "blind_replay": {"demo_0": {"success_rate": 0.02}, "mean": 0.04}, "variation": spread}))
+    section = experts.door_needs_vision(tmp_path)
+    assert "| 1001000..1001049 (block 1) | 26% | 2% (4%) | 95% | 4.8 / 4.4 | 0.121 | 11.5 / 14.9 / 9.7 |" in section
+
+
 @pytest.mark.sim
 @pytest.mark.slow
 def test_stack_analysis_smoke(tmp_path):
@@ -167,6 +184,7 @@ def test_stack_analysis_smoke(tmp_path):
     assert "| BYOL (VINN's encoder) |" in (tmp_path / "analysis.md").read_text()
     loop = data["closed_loop"]  # VINN's own episodes, each classified once
     assert sum(loop["counts"].values()) == len(loop["seeds"]) == 2 and {e["outcome"] for e in loop["episodes"].values()} <= set(loop["counts"])
+    assert min(loop["seeds"]) >= 1_001_000  # a development block: an analysis informs design
     oracle = data["state_oracle"]["4"]  # the smoke preset's 4 demos
     assert oracle["seeds"] == loop["seeds"] and sum(oracle["counts"].values()) == 2 and oracle["successes"] == oracle["counts"]["stacked"]
     assert "## What a perfect encoder would allow" in (tmp_path / "analysis.md").read_text()
