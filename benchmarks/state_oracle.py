@@ -22,6 +22,7 @@ from vinn_policy.envs import make_env
 
 from vinn_policy.actions import GRIPPER_INDEX
 from vinn_policy.baselines import StateKNNPolicy, state_features
+from vinn_policy.baselines.state_oracle import last_joint_angles
 from vinn_policy.harness.evaluation import wilson_interval
 from vinn_policy.harness.pipeline import demo_path, ensure_demos
 from vinn_policy.harness.results import environment, markdown_table, write_results
@@ -74,12 +75,15 @@ def main(args: Args) -> dict:
                                OBJECTS[args.task], GRIPPER_INDEX, joints)
     seeds = [EVAL_SEED_BASE + 1000 * args.seed + i for i in range(args.episodes)]
     make = functools.partial(make_env, args.task, image_size=args.image_size, privileged=True)
-    episodes = list(rollouts(make, policy, seeds, args.workers))
+    # each step's object joint angles (rad): how far a failed episode got
+    episodes = list(rollouts(make, policy, seeds, args.workers, trace=last_joint_angles if joints else None))
     successes = sum(e.success for e in episodes)
     result = {"args": asdict(args), "environment": environment(), "block": "test" if args.seed == 0 else "development",
               "objects": OBJECTS[args.task], "joints": joints, "k": k, "k_curve_val": curve, "episodes": len(episodes), "successes": successes,
               "success_rate": successes / len(episodes), "wilson_95": wilson_interval(successes, len(episodes)),
               "failed_seeds": [e.seed for e in episodes if not e.success],
+              "failures": [{"seed": e.seed, "steps": e.steps, **({f"max_{j}": max(t[j] for t in e.trace) for j in joints})}
+                           for e in episodes if not e.success],
               "mean_steps": float(np.mean([e.steps for e in episodes]))}
     low, high = result["wilson_95"]
     md = (f"# State oracle: {args.task}\n\n"
@@ -92,6 +96,10 @@ def main(args: Args) -> dict:
           + markdown_table(["episodes", "successes", "success", "Wilson 95%", "mean steps"],
                            [[len(episodes), successes, f"{result['success_rate']:.0%}", f"[{low:.0%}, {high:.0%}]",
                              round(result["mean_steps"], 1)]]) + "\n")
+    if joints and result["failures"]:
+        md += ("\nFailed episodes, with the largest value each object joint reached (rad):\n\n" + markdown_table(
+            ["seed", "steps", *[f"max {j}" for j in joints]],
+            [[f["seed"], f["steps"], *[f"{f[f'max_{j}']:.2f}" for j in joints]] for f in result["failures"]]) + "\n")
     write_results(args.out, f"state_oracle_{args.task}", result, md)
     print(md)
     return result

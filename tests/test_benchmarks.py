@@ -102,12 +102,16 @@ def test_experts_smoke(tmp_path):
 
 @pytest.mark.sim
 @pytest.mark.slow
-def test_state_oracle_smoke_on_the_development_block(tmp_path):
+@pytest.mark.parametrize("task", ["push", "door"])
+def test_state_oracle_smoke_on_the_development_block(tmp_path, task):
     oracle = load_script("state_oracle")
-    data = oracle.main(oracle.Args(task="push", smoke=True, data_dir=str(tmp_path / "data"), out=str(tmp_path)))
+    data = oracle.main(oracle.Args(task=task, smoke=True, data_dir=str(tmp_path / "data"), out=str(tmp_path)))
     assert data["block"] == "development" and data["episodes"] == 2 and 1 <= data["k"] <= 50
     assert data["failed_seeds"] == [] or min(data["failed_seeds"]) >= 1_001_000  # block 1, never the test block
-    assert "--seed 1" in (tmp_path / "state_oracle_push.md").read_text()
+    assert "--seed 1" in (tmp_path / f"state_oracle_{task}.md").read_text()
+    assert [f["seed"] for f in data["failures"]] == data["failed_seeds"]
+    if task == "door":  # how far each failure got: the lever's and the hinge's largest angle
+        assert all(-0.1 < f["max_handle_qpos"] < 1.7 and -0.1 < f["max_hinge_qpos"] < 1.7 for f in data["failures"])
 
 
 @pytest.mark.sim

@@ -45,4 +45,11 @@ class StateKNNPolicy:
         pass
 
     def act(self, obs: dict[str, NDArray]) -> NDArray[np.float32]:
-        return self.database.query(state_features(obs, self.objects, self.joints)[None], self.k).actions[0]
+        self.last_state = state_features(obs, self.objects, self.joints)  # what the last action was looked up by
+        return self.database.query(self.last_state[None], self.k).actions[0]
+
+
+def last_joint_angles(policy: StateKNNPolicy) -> dict[str, float]:
+    """The object joint angles (rad) behind the oracle's last action, for rollouts' trace= (how far an episode got)."""
+    n = len(policy.joints)
+    return {j: float(v * JOINT_SCALE) for j, v in zip(policy.joints, policy.last_state[len(policy.last_state) - n:], strict=True)}
