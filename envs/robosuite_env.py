@@ -224,14 +224,14 @@ class RobosuiteEnv(gym.Env):
         """Drive the open hand to a uniform point of the hand_start box around where robosuite put it."""
         half = np.asarray(self.task.hand_start)
         target = raw["robot0_eef_pos"] + rng.uniform(-half, half)
-        camera = self._camera_obs
-        self.set_camera_obs(False)  # unrecorded steps: nothing to render
+        camera = f"{self.camera}_image"
+        self._rs.modify_observable(camera, "enabled", False)  # unrecorded steps: nothing to render
         try:
             for _ in range(START_STEPS):
                 delta = np.clip((target - raw["robot0_eef_pos"]) / START_STEP, -1.0, 1.0)
                 raw, _, _, _ = self._rs.step(np.array([*delta, -1.0]))
         finally:
-            self.set_camera_obs(camera)
+            self._rs.modify_observable(camera, "enabled", self._camera_obs)
         return raw
 
     def set_camera_obs(self, enabled: bool) -> None:
