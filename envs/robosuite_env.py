@@ -224,20 +224,23 @@ class RobosuiteEnv(gym.Env):
         """Drive the open hand to a uniform point of the hand_start box around where robosuite put it."""
         half = np.asarray(self.task.hand_start)
         target = raw["robot0_eef_pos"] + rng.uniform(-half, half)
-        camera = f"{self.camera}_image"
-        self._rs.modify_observable(camera, "enabled", False)  # unrecorded steps: nothing to render
+        self._render_camera(False)  # unrecorded steps: nothing to render
         try:
             for _ in range(START_STEPS):
                 delta = np.clip((target - raw["robot0_eef_pos"]) / START_STEP, -1.0, 1.0)
                 raw, _, _, _ = self._rs.step(np.array([*delta, -1.0]))
         finally:
-            self._rs.modify_observable(camera, "enabled", self._camera_obs)
+            self._render_camera(self._camera_obs)
         return raw
+
+    def _render_camera(self, enabled: bool) -> None:
+        """Switch robosuite's rendering of the image observation, leaving set_camera_obs's setting alone."""
+        self._rs.modify_observable(f"{self.camera}_image", "enabled", bool(enabled))
 
     def set_camera_obs(self, enabled: bool) -> None:
         """Turn camera rendering off (image = zeros) for policies that never look, e.g. the random baseline:
         rendering is most of a step's cost, and the simulation does not depend on it."""
-        self._rs.modify_observable(f"{self.camera}_image", "enabled", bool(enabled))
+        self._render_camera(enabled)
         self._camera_obs = bool(enabled)
 
     def _observation(self, raw: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

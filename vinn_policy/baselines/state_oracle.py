@@ -51,5 +51,5 @@ class StateKNNPolicy:
 
 def last_joint_angles(policy: StateKNNPolicy) -> dict[str, float]:
     """The object joint angles (rad) behind the oracle's last action, for rollouts' trace= (how far an episode got)."""
-    n = len(policy.joints)
-    return {j: float(v * JOINT_SCALE) for j, v in zip(policy.joints, policy.last_state[len(policy.last_state) - n:], strict=True)}
+    angles = policy.last_state[policy.last_state.shape[-1] - len(policy.joints):]  # the state ends with them
+    return {j: float(v * JOINT_SCALE) for j, v in zip(policy.joints, angles, strict=True)}
