@@ -17,7 +17,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import tyro
 
-from vinn_policy.harness.report import NAMES, camera_of, success_cell
+from vinn_policy.harness.report import NAMES, camera_of, success_cell, trainings_of
 from vinn_policy.harness.results import markdown_table, write_results
 
 
@@ -36,15 +36,18 @@ def main(args: Args) -> dict:
     methods = list(dict.fromkeys(m for r in found.values() for m in (*r["args"]["methods"], *r["summary"]["methods"])))  # run order
     table = markdown_table(["method", *found], [[NAMES.get(m, m), *[success_cell(r["summary"]["methods"][m]) if m in r["summary"]["methods"]
                                                                     else "–" for r in found.values()]] for m in methods])
-    runs = markdown_table(["task", "episodes / method", "train demos", "VINN k", "encoder", "wall time (min)", "of which sweeps (min)"], [
-        [t, r["args"]["episodes"], r["args"]["demos"], r["k"], f"{r['encoder']['kind']}{' (cached)' if r['encoder'].get('cached') else ''}",
+    runs = markdown_table(["task", "episodes / method", "train demos", "trainings", "VINN k", "encoder", "wall time (min)",
+                           "of which sweeps (min)"], [
+        [t, r["args"]["episodes"], r["args"]["demos"], len(trainings_of(r)), ", ".join(str(x["k"]) for x in trainings_of(r)),
+         trainings_of(r)[0]["encoder"]["kind"],
          f"{r['wall_seconds'] / 60:.1f}", f"{sum(v for k, v in r['stage_seconds'].items() if 'sweep' in k) / 60:.1f}"]
         for t, r in found.items()])
     md = ["# Closed-loop success, all tasks\n",
           "Success rate [Wilson 95%] of each method on the same held-out seeds per task. Settings: " +
           "; ".join(f"{t}: paper preset" if r["args"]["paper"] else
-                    f"{t}: {camera_of(r)} camera, {r['encoder']['config']['arch']} at {r['encoder']['config']['image_size']} px, BYOL {r['args']['byol_epochs']} "
-                    f"epochs, BC ≤ {r['args']['bc_epochs']} epochs" for t, r in found.items()) +
+                    f"{t}: {camera_of(r)} camera, {trainings_of(r)[0]['encoder']['config']['arch']} at "
+                    f"{trainings_of(r)[0]['encoder']['config']['image_size']} px, BYOL {r['args']['byol_epochs']} epochs, "
+                    f"BC ≤ {r['args']['bc_epochs']} epochs" for t, r in found.items()) +
           ". Per-task details, paired tests, sweeps and timings: " +
           ", ".join(f"[{t}]({t}/report.md)" for t in found) + ".\n", table, "\n![closed loop](closed_loop.png)\n", "## Runs\n", runs]
     for t, r in found.items():
@@ -69,7 +72,7 @@ def main(args: Args) -> dict:
     fig.savefig(root / "closed_loop.png", dpi=110)
     plt.close(fig)
     data = {t: {"summary": r["summary"]["methods"], "wall_seconds": r["wall_seconds"], "stage_seconds": r["stage_seconds"],
-                "k": r["k"], "demo_sweep": r["sweeps"].get("demos")} for t, r in found.items()}
+                "k": [x["k"] for x in trainings_of(r)], "demo_sweep": r["sweeps"].get("demos")} for t, r in found.items()}
     write_results(root, "closed_loop", data, "\n".join(md) + "\n")
     print("\n".join(md))
     return data

@@ -51,7 +51,7 @@ class Args:
     """Timed BYOL optimiser steps per implementation and round (two rounds, alternating)."""
     eval_episodes: int = 12
     eval_horizon: int = 100
-    policy: str = "runs/door/policies/vinn"
+    policy: str = "runs/door/policies/training0/vinn"
     """A saved VINN policy whose real embeddings measure float16's effect on actions (skipped if absent)."""
     out: str = "runs/perf"
     """Report folder; --out benchmarks/results refreshes the committed perf.md."""

@@ -6,7 +6,7 @@ robot). Per task, the per-task VINN that run_<task>.py saved and the pooled VINN
 held-out seeds; the report adds how often the neighbours came from the wrong task in closed loop, and the
 assumption diagnostics of the pooled database.
 
-    python benchmarks/pooled.py        # needs runs/<task>/policies/vinn from run_<task>.py (defaults)
+    python benchmarks/pooled.py        # needs runs/<task>/policies/training0/vinn from run_<task>.py (defaults)
                                        # writes runs/pooled/pooled.{json,md,png}
                                        # (--out benchmarks/results/pooled: the committed one)
 """
@@ -28,7 +28,7 @@ from vinn_policy.envs import make_env
 
 from vinn_policy.actions import GRIPPER_INDEX
 from vinn_policy.diagnostics import diagnose, verdict_table
-from vinn_policy.harness.benchmark import BenchmarkArgs
+from vinn_policy.harness.benchmark import BenchmarkArgs, policy_dir
 from vinn_policy.harness.evaluation import evaluate_methods, summarize
 from vinn_policy.harness.pipeline import cached_byol, ensure_demos
 from vinn_policy.harness.report import success_cell
@@ -71,7 +71,7 @@ def main(args: Args) -> dict:
     rows_md, plot = [], {}
     for i, t in enumerate(args.tasks):
         a = bench[t]
-        per_task = Path(a.work_dir) / "policies" / "vinn"
+        per_task = policy_dir(Path(a.work_dir), 0) / "vinn"
         if not (per_task / "config.json").exists():
             raise SystemExit(f"{per_task} is missing: run benchmarks/run_{t}.py (defaults) first.")
         k = VINNPolicy.load(per_task).config.k

@@ -1,9 +1,13 @@
-"""BC training: the gripper index is resolved against the action size, and a loss that is NaN from the start is named."""
+"""BC training: the gripper index, NaN losses, the robomimic and paper recipes, BC-rep's feature scaling, plateaus and convergence."""
+
+import copy
 
 import numpy as np
 import pytest
+import torch
 
-from vinn_policy.baselines.bc import BCConfig, BCPolicy
+from vinn_policy.baselines.bc import BCConfig, BCPolicy, RandomCrop, SpatialSoftmax
+from vinn_policy.encoder import EncoderConfig
 
 from .conftest import make_episodes
 from .test_baselines import TINY
@@ -56,3 +60,78 @@ def test_nan_training_loss_from_the_first_epoch_is_named(monkeypatch, data, tiny
     with pytest.raises(FloatingPointError, match=r"BC-rep: the training loss at epoch 1 is nan.*learning rate.*inputs"):
         BCPolicy.fit_on_features(frames, actions, eps, tiny_encoder, BCConfig(**TINY, epochs=2), val_episodes=[4], progress=False)
 
+
+
+def test_spatial_softmax_returns_the_expected_image_coordinates_of_each_heatmap():
+    pool = SpatialSoftmax(in_channels=1, keypoints=1)
+    with torch.no_grad():
+        pool.conv.weight.fill_(1.0)
+        pool.conv.bias.zero_()
+    x = torch.zeros(2, 1, 3, 5)
+    x[0, 0, 0, 4] = 50.0  # top right: x = 1, y = -1
+    x[1, 0, 2, 0] = 50.0  # bottom left
+    np.testing.assert_allclose(pool(x).detach().numpy(), [[[1.0, -1.0]], [[-1.0, 1.0]]], atol=1e-4)
+
+
+def test_random_crop_draws_a_window_per_image_in_training_and_the_centre_at_test():
+    crop = RandomCrop(4)
+    images = torch.arange(2 * 1 * 8 * 8, dtype=torch.float32).view(2, 1, 8, 8).repeat(16, 1, 1, 1)  # (32, 1, 8, 8)
+    assert torch.equal(crop.eval()(images), images[:, :, 2:6, 2:6])
+    torch.manual_seed(0)
+    crops = crop.train()(images)
+    assert crops.shape == (32, 1, 4, 4)
+    corners = {(i % 2, int(c[0, 0, 0])) for i, c in enumerate(crops)}
+    for i, c in enumerate(crops):  # each is a contiguous window of its own image
+        top, left = divmod(int(c[0, 0, 0] - images[i, 0, 0, 0]), 8)
+        assert torch.equal(c, images[i, :, top : top + 4, left : left + 4])
+    assert len(corners) > 4  # images draw their own windows
+
+
+@pytest.mark.parametrize("recipe,kind", [(BCConfig.robomimic, "bc"), (BCConfig.paper_recipe, "bc_paper")])
+def test_each_end_to_end_recipe_round_trips_through_its_artefact(tmp_path, data, recipe, kind):
+    frames, actions, eps = data
+    config = recipe(EncoderConfig(image_size=32), epochs=2, batch_size=8, gripper_index=3, hidden=(16,))
+    policy = BCPolicy.fit_end_to_end(frames, actions, eps, config, progress=False)
+    assert policy.name == kind
+    loaded = BCPolicy.load(policy.save(tmp_path / kind))
+    assert loaded.name == kind and loaded.config == policy.config
+    np.testing.assert_array_equal(loaded.act_batch(frames[:5]), policy.act_batch(frames[:5]))  # the centre crop at test: deterministic
+
+
+def test_robomimic_recipe_is_spatial_softmax_on_76_of_84_px_crops():
+    config = BCConfig.robomimic()
+    assert (config.pooling, config.crop, config.keypoints, config.hidden, config.augment) == ("spatial_softmax", 76, 32, (1024, 1024), False)
+    assert BCConfig.paper_recipe().pooling == "avg"
+    with pytest.raises(ValueError, match="crop must be between 32 and the encoder's image_size 84"):
+        BCConfig(crop=90)
+
+
+def test_bc_rep_standardises_its_features_so_their_scale_does_not_change_training(data, tiny_encoder):
+    frames, actions, eps = data
+    scaled = copy.deepcopy(tiny_encoder)
+    scaled.trunk = torch.nn.Sequential(scaled.trunk, Scale(1000.0))
+    config = BCConfig(**TINY, epochs=4)
+    plain, big = (BCPolicy.fit_on_features(frames, actions, eps, e, config, val_episodes=[4], progress=False) for e in (tiny_encoder, scaled))
+    assert big.report.val_loss == pytest.approx(plain.report.val_loss, rel=1e-3)
+    np.testing.assert_allclose(big.head.feature_mean.numpy(), 1000 * plain.head.feature_mean.numpy(), rtol=1e-4)
+
+
+def test_training_lowers_the_learning_rate_on_plateaus_and_reports_whether_it_converged(data, tiny_encoder):
+    frames, actions, eps = data
+    converged = BCPolicy.fit_on_features(frames, actions, eps, tiny_encoder, BCConfig(**{**TINY, "patience": 3}, epochs=500, lr=3e-3,
+                                                                                      lr_patience=1), val_episodes=[4], progress=False).report
+    assert converged.converged and len(converged.val_loss) < 500
+    assert len(converged.val_loss) - 1 - (converged.best_epoch - 1) == 3  # stopped after `patience` epochs without a new best
+    assert converged.lr[0] == 3e-3 and min(converged.lr) < 3e-3  # lowered on a plateau before stopping
+    capped = BCPolicy.fit_on_features(frames, actions, eps, tiny_encoder, BCConfig(**{**TINY, "patience": 50}, epochs=2),
+                                      val_episodes=[4], progress=False).report
+    assert not capped.converged and len(capped.val_loss) == 2
+
+
+class Scale(torch.nn.Module):
+    def __init__(self, factor: float) -> None:
+        super().__init__()
+        self.factor = factor
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.factor

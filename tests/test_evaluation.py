@@ -3,6 +3,7 @@
 import json
 
 import imageio.v3 as iio
+import numpy as np
 import pytest
 
 from vinn_policy.harness.evaluation import failure_auroc, paired_comparison, summarize, wilson_interval
@@ -35,6 +36,23 @@ def test_failure_auroc():
     assert failure_auroc([r for r in rows if r["success"]])["auroc"] is None
 
 
+def test_summary_of_several_trainings_pools_paired_episodes_and_gives_the_spread():
+    vinn = {0: [1, 1, 0, 0], 1: [1, 1, 1, 0]}
+    bc = {0: [0, 1, 0, 0], 1: [0, 0, 1, 0]}
+    rows = [{"method": m, "training": t, "seed": s, "success": bool(ok), "steps": 10}
+            for m, runs in (("vinn", vinn), ("bc", bc)) for t, oks in runs.items() for s, ok in enumerate(oks)]
+    rows += [{"method": "random", "training": 0, "seed": s, "success": s == 0, "steps": 10} for s in range(4)]
+    summary = summarize(rows)
+    assert summary["methods"]["vinn"]["per_training"] == [0.5, 0.75] and summary["methods"]["vinn"]["mean"] == 0.625
+    assert summary["methods"]["vinn"]["std"] == pytest.approx(np.std([0.5, 0.75], ddof=1))
+    assert (summary["methods"]["vinn"]["successes"], summary["methods"]["vinn"]["episodes"]) == (5, 8)
+    paired = summary["paired"]["bc"]  # episode by episode within each training
+    assert (paired["seeds"], paired["both"], paired["only_a"], paired["only_b"]) == (8, 2, 3, 0)
+    rand = summary["paired"]["random"]  # evaluated once: seed 0's success pairs with both trainings' seed 0
+    assert (rand["seeds"], rand["both"], rand["only_a"], rand["only_b"]) == (8, 2, 3, 0)
+    assert summary["methods"]["random"]["per_training"] == [0.25]
+
+
 def test_summarize_rows():
     rows = [{"method": m, "seed": s, "success": ok, "steps": 10} for m, oks in (("vinn", [1, 1, 0]), ("bc", [0, 1, 0]))
             for s, ok in enumerate(oks)]
@@ -52,28 +70,40 @@ def test_host_note_names_the_hosts_speed_and_is_empty_for_results_recorded_witho
 @pytest.mark.sim
 @pytest.mark.slow
 @pytest.mark.parametrize("task", ["door", "push", "stack"])
-def test_run_task_smoke_end_to_end_and_replay(tmp_path, task):
+def test_run_task_smoke_end_to_end_and_replay(tmp_path, task, monkeypatch):
+    from vinn_policy.harness import benchmark
+
     script = load_script(f"run_{task}")
+    encoder_frames, build = [], benchmark.build_encoder
+    monkeypatch.setattr(benchmark, "build_encoder", lambda args, frames, *a: encoder_frames.append(len(frames)) or build(args, frames, *a))
     # sweeps and provenance are task-independent code: door covers them
     sweeps = {"demo_sweep": (2, 4), "k_sweep": (1,), "provenance": True} if task == "door" else {}
+    trainings = 1 if task == "door" else 2  # several trainings are task-independent code: push covers them
     args = script.BenchmarkArgs(task=task, smoke=True, out=str(tmp_path / task), run_dir=str(tmp_path / "run"),
-                                data_dir=str(tmp_path / "data"), cache_dir=str(tmp_path / "cache"), workers=2, **sweeps)
+                                data_dir=str(tmp_path / "data"), cache_dir=str(tmp_path / "cache"), workers=2, train_seeds=trainings, **sweeps)
     results = script.main(args)
     saved = json.loads((tmp_path / task / "results.json").read_text())
-    for key in ("args", "block", "environment", "summary", "episodes", "offline", "act_latency_ms", "stage_seconds", "k"):
+    for key in ("args", "block", "environment", "summary", "episodes", "trainings", "act_latency_ms", "stage_seconds"):
         assert key in saved
     methods = set(saved["summary"]["methods"])
-    assert methods == {"vinn", "vinn_random", "bc", "bc_rep", "open_loop", "random"}
-    seeds = {m: sorted(r["seed"] for r in saved["episodes"] if r["method"] == m) for m in methods}
+    assert methods == {"vinn", "vinn_random", "bc", "bc_paper", "bc_rep", "open_loop", "random"}
+    assert len(saved["trainings"]) == trainings and {"k", "offline", "bc_training", "policies"} <= set(saved["trainings"][-1])
+    seeds = {m: sorted(r["seed"] for r in saved["episodes"] if r["method"] == m and r["training"] == 0) for m in methods}
     assert len({tuple(s) for s in seeds.values()}) == 1 and len(seeds["vinn"]) == 4  # same seeds for all
+    for m in methods:  # learned methods once per training, the rest once
+        once = m in ("open_loop", "random")
+        assert len(saved["summary"]["methods"][m]["per_training"]) == (1 if once else trainings)
+        assert saved["summary"]["methods"][m]["episodes"] == 4 * (1 if once else trainings)
+    assert saved["summary"]["paired"]["random"]["seeds"] == 4 * trainings  # paired with every training of VINN
     assert min(seeds["vinn"]) >= 1_000_000  # disjoint from demonstration seeds
     report = (tmp_path / task / "report.md").read_text()
     assert "Wilson 95%" in report and "McNemar" in report
     speed = saved["environment"]["host_speed"]  # wall times are only comparable with the machine's speed beside them
     assert speed["read_bandwidth_gb_per_s"] > 0.1 and 0 < speed["resnet18_84px_forward_ms"] < 1000
     assert f"{speed['resnet18_84px_forward_ms']:.1f} ms one-thread ResNet-18 forward pass" in report
-    assert (tmp_path / task / "success.png").stat().st_size > 1000
-    assert len(results["videos"]) == 6 and all(v["reproduces_evaluation"] for v in results["videos"])
+    assert (tmp_path / task / "success.png").stat().st_size > 1000 and (tmp_path / task / "bc_training.png").exists()
+    assert "converged" in report and "BC (robomimic)" in report
+    assert len(results["videos"]) == len(methods) and all(v["reproduces_evaluation"] for v in results["videos"])
     for video in results["videos"]:  # every step's scene plus the last; VINN's with its neighbours beside it
         frames = iio.imread(video["file"])
         assert len(frames) == video["steps"] + 1
@@ -81,7 +111,9 @@ def test_run_task_smoke_end_to_end_and_replay(tmp_path, task):
 
     if sweeps:
         demos = saved["sweeps"]["demos"]
-        assert set(demos) == {"2", "4"} and set(demos["2"]["summary"]) == {"vinn", "bc_rep", "bc"}
+        assert set(demos) == {"2", "4"} and set(demos["2"]["summary"]) == {"vinn", "bc_rep", "bc", "bc_paper"}
+        assert "learns from the n demos alone" in report
+        assert len(encoder_frames) == 2 and encoder_frames[1] < encoder_frames[0]  # the 2-demo sweep's own BYOL, on its 2 demos' frames
         assert demos["4"]["summary"]["vinn"] == saved["summary"]["methods"]["vinn"]  # the main run, not retrained
         assert saved["sweeps"]["k"]["1"]["episodes"] == 4
         assert (tmp_path / task / "demos.png").exists() and "number of demonstrations" in report
@@ -93,9 +125,9 @@ def test_run_task_smoke_end_to_end_and_replay(tmp_path, task):
         table = load_script("closed_loop").main(load_script("closed_loop").Args(tasks=("door", "push"), results=str(tmp_path)))
         assert set(table) == {"door"} and (tmp_path / "closed_loop.md").exists() and (tmp_path / "closed_loop.png").exists()
 
-    row = next(r for r in saved["episodes"] if r["method"] == "bc")
+    row = next(r for r in saved["episodes"] if r["method"] == "bc" and r["training"] == trainings - 1)
     replay_args = script.BenchmarkArgs(task=task, smoke=True, out=str(tmp_path / task), run_dir=str(tmp_path / "run"),
-                                       replay=row["seed"], method="bc")
+                                       replay=row["seed"], method="bc", training=trainings - 1)
     replayed = script.main(replay_args)
     assert replayed["reproduces"] and replayed["steps"] == row["steps"]
 
@@ -119,7 +151,7 @@ def test_paper_preset_is_the_papers_scale_and_renders_what_its_encoder_sees():
     # as run_<task>.py builds it: tyro fills the fields from a default instance made without --paper
     paper = tyro.cli(BenchmarkArgs, default=BenchmarkArgs(task="door"), args=["--paper"])
     assert (cpu.image_px, cpu.byol_config().encoder.arch) == (84, "resnet18")
-    byol, bc, rep = paper.byol_config(), paper.bc_config(), paper.bc_config(representation=True)
+    byol, bc, rep = paper.byol_config(), paper.bc_config("bc_paper"), paper.bc_config("bc_rep")
     assert paper.image_px == byol.encoder.image_size == bc.encoder.image_size == 224
     assert (byol.encoder.arch, byol.epochs, byol.batch_size) == ("resnet50", 100, 168)
     assert (bc.batch_size, rep.batch_size, bc.epochs, bc.gripper_index) == (64, 256, 100, -1)  # the last dimension

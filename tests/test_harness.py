@@ -92,7 +92,7 @@ def test_the_gripper_is_the_last_action_dimension_everywhere(action_dim):
     assert db.gripper_index == action_dim - 1 and set(blended[:, -1]) <= {-1.0, 1.0}  # ...the last dimension
     if action_dim == 7:  # the rotation rx is blended: values between its extremes, not a vote's -0.5 / +0.5
         assert (np.abs(blended[:, 3]) < np.abs(actions[:, 3]).max() - 1e-3).all()
-    assert BenchmarkArgs().bc_config().gripper_index == -1  # BC resolves it against the action size when fitting
+    assert BenchmarkArgs().bc_config("bc").gripper_index == -1  # BC resolves it against the action size when fitting
 
 
 def test_results_name_the_evaluation_block():

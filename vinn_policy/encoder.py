@@ -219,13 +219,15 @@ class Encoder:
         return {"encoder": asdict(self.config), "encoder_origin": self.origin}
 
     @classmethod
-    def from_saved(cls, tensors: dict[str, torch.Tensor], meta: dict, path: str | Path, prefix: str = "encoder.") -> Encoder:
-        """Rebuild an encoder from an artefact's tensors and metadata (see `save_artefact`)."""
+    def from_saved(cls, tensors: dict[str, torch.Tensor], meta: dict, path: str | Path, prefix: str = "encoder.",
+                   trunk: nn.Module | None = None) -> Encoder:
+        """Rebuild an encoder from an artefact's tensors and metadata (see `save_artefact`), into `trunk` if given
+        (a trunk of another shape, such as BC's), else a plain `build_trunk(arch)`."""
         try:
             config = EncoderConfig(**meta["encoder"])
         except (KeyError, TypeError, ValueError) as e:
             raise ArtefactError(f"{path}: invalid encoder metadata ({e}).") from e
-        trunk = build_trunk(config.arch)
+        trunk = trunk if trunk is not None else build_trunk(config.arch)
         state = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
         try:
             trunk.load_state_dict(state, strict=True)

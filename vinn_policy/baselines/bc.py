@@ -1,10 +1,16 @@
-"""Behaviour-cloning baselines: end-to-end (ResNet trunk + MLP head) and BC-rep (frozen encoder + head).
+"""Behaviour-cloning baselines, all a trunk + MLP head with the policy surface reset/act/save/load:
 
-Both regress the translation dims with MSE on raw actions (VINN blends raw actions, so neither
-normalises) and, when `gripper_index` is set, classify the gripper (open/closed, BCE on one logit),
-outputting the demonstrations' open/closed values as VINN's vote does. Training splits the demos by
-episode into train/validation and keeps the weights of the epoch with the lowest validation loss
-(early stopping after `patience` epochs without improvement).
+- `bc` (BCConfig.robomimic): robomimic's image BC, the field's standard visual recipe: ResNet-18 conv trunk,
+  spatial-softmax keypoints instead of global pooling, random crops in training and the centre crop at test.
+- `bc_paper` (BCConfig.paper_recipe): the VINN paper's BC, a globally pooled ResNet + MLP with BYOL's augmentations.
+- `bc_rep`: an MLP on a frozen encoder's standardised features (the paper's BC-rep).
+
+All regress the translation dims with MSE on raw actions (VINN blends raw actions, so none normalises) and,
+when `gripper_index` is set, classify the gripper (open/closed, BCE on one logit), outputting the
+demonstrations' open/closed values as VINN's vote does. Training splits the demos by episode into
+train/validation, lowers the learning rate when the validation loss stalls, stops once it has not improved
+for `patience` epochs (then the run converged) or at the `epochs` cap (then it did not), and keeps the
+weights of the best validation epoch.
 """
 
 from __future__ import annotations
@@ -28,13 +34,16 @@ from vinn_policy.actions import resolve_gripper_index
 from vinn_policy.artefact import ArtefactError, load_artefact, require_keys, save_artefact
 from vinn_policy.byol import BYOLConfig, augment_batch, augmentation
 from vinn_policy.database import check_rows
-from vinn_policy.encoder import Encoder, EncoderConfig, check_images, normalize, resize_uint8
+from vinn_policy.encoder import Encoder, EncoderConfig, build_trunk, check_images, normalize, resize_uint8
 from vinn_policy.policy import extract_images
 
-BC_VERSION = 1
+BC_VERSION = 2
 """Version of BC training, part of the cache key of trained policies (pipeline.cached_bc). Bump it whenever a change
 to this module alters what fitting produces from the same data and config, so no policy trained by older code is
-reused. 1: gripper_index=-1 resolved to the last dimension (before, its logit was also trained with MSE)."""
+reused. 1: gripper_index=-1 resolved to the last dimension (before, its logit was also trained with MSE).
+2: learning rate lowered on validation plateaus; BC-rep standardises its features."""
+
+POOLINGS = ("avg", "spatial_softmax")
 
 
 def split_episodes(episode_ids: NDArray[np.integer], held_out_fraction: float, seed: int = 0) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
@@ -62,11 +71,24 @@ class BCConfig:
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     hidden: tuple[int, ...] | None = None
     """MLP head widths; None scales the paper's 2048->2048->1024 head to the feature size (D, D/2)."""
+    pooling: str = "avg"
+    """How the trunk's feature map becomes a vector (end-to-end only): avg (torchvision's global average pool, the
+    paper's BC) or spatial_softmax (robomimic: `keypoints` expected image coordinates, projected to `feature_dim`)."""
+    keypoints: int = 32
+    feature_dim: int = 64
+    crop: int | None = None
+    """End-to-end: a random crop of this many pixels (of the encoder's image_size) per training image, the centre
+    crop at test (robomimic's CropRandomizer; 76 of 84). None: the whole image."""
     lr: float = 1e-3
+    weight_decay: float = 0.0
     batch_size: int = 64
-    epochs: int = 10
-    patience: int = 3
+    epochs: int = 60
+    """The cap; early stopping normally ends training first (the report says when it did not: not converged)."""
+    patience: int = 8
     """Stop after this many epochs without a lower validation loss (0: never stop early)."""
+    lr_patience: int = 3
+    """Multiply the learning rate by `lr_factor` after this many epochs without a lower validation loss."""
+    lr_factor: float = 0.3
     val_fraction: float = 0.2
     """Fraction of episodes held out for validation / early stopping."""
     augment: bool = True
@@ -82,17 +104,95 @@ class BCConfig:
             self.encoder = EncoderConfig(**self.encoder)
         if self.hidden is not None:
             self.hidden = tuple(int(h) for h in self.hidden)
-        if not (self.lr > 0 and self.batch_size >= 2 and self.epochs >= 1 and self.patience >= 0 and 0 < self.val_fraction < 1):
-            raise ValueError(f"Invalid BCConfig: need lr > 0, batch_size >= 2, epochs >= 1, patience >= 0, 0 < val_fraction < 1; got {self}.")
+        if self.pooling not in POOLINGS:
+            raise ValueError(f"BCConfig.pooling must be one of {POOLINGS}; got {self.pooling!r}.")
+        if self.crop is not None and not 32 <= self.crop <= self.encoder.image_size:
+            raise ValueError(f"BCConfig.crop must be between 32 and the encoder's image_size {self.encoder.image_size} px; got {self.crop}.")
+        if not (self.lr > 0 and self.batch_size >= 2 and self.epochs >= 1 and self.patience >= 0 and self.lr_patience >= 0
+                and 0 < self.lr_factor <= 1 and self.weight_decay >= 0 and 0 < self.val_fraction < 1):
+            raise ValueError("Invalid BCConfig: need lr > 0, batch_size >= 2, epochs >= 1, patience >= 0, lr_patience >= 0, "
+                             f"0 < lr_factor <= 1, weight_decay >= 0, 0 < val_fraction < 1; got {self}.")
+
+    @classmethod
+    def robomimic(cls, encoder: EncoderConfig | None = None, **overrides) -> BCConfig:
+        """robomimic's image BC (bc): spatial-softmax keypoints (32, projected to 64), random crops of 76/84 of the
+        image, a 1024-1024 MLP, no colour augmentation."""
+        encoder = encoder or EncoderConfig()
+        crop = max(32, round(encoder.image_size * 76 / 84))
+        return cls(**{"encoder": encoder, "pooling": "spatial_softmax", "crop": crop, "hidden": (1024, 1024), "augment": False, **overrides})
+
+    @classmethod
+    def paper_recipe(cls, encoder: EncoderConfig | None = None, **overrides) -> BCConfig:
+        """The VINN paper's BC (bc_paper) and BC-rep architecture: a globally pooled trunk and a (D, D/2) MLP, with
+        BYOL's augmentations end-to-end."""
+        return cls(encoder=encoder or EncoderConfig(), **overrides)
 
     @classmethod
     def paper(cls, representation: bool = False) -> BCConfig:
-        """The paper's settings: ResNet-50 at 224 px, Adam 1e-3, batch 64 (end-to-end) or 256 (BC-rep), 100 epochs."""
+        """The paper's settings: ResNet-50 at 224 px, Adam 1e-3, batch 64 (end-to-end) or 256 (BC-rep), up to 100 epochs."""
         return cls(encoder=EncoderConfig.paper(), batch_size=256 if representation else 64, epochs=100, patience=10)
+
+    @property
+    def kind(self) -> str:
+        """bc (spatial softmax) or bc_paper (global pooling), for end-to-end policies."""
+        return "bc" if self.pooling == "spatial_softmax" else "bc_paper"
+
+
+class SpatialSoftmax(nn.Module):
+    """(B, C, H, W) feature map -> (B, K, 2): each of K learned 1x1-conv heatmaps' expected (x, y) in [-1, 1]
+    (Levine et al. 2016; robomimic's SpatialSoftmax without its optional noise)."""
+
+    def __init__(self, in_channels: int, keypoints: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, keypoints, kernel_size=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        heat = self.conv(x)
+        h, w = heat.shape[-2:]
+        ys, xs = torch.meshgrid(torch.linspace(-1, 1, h, device=x.device), torch.linspace(-1, 1, w, device=x.device), indexing="ij")
+        grid = torch.stack([xs.flatten(), ys.flatten()], dim=-1).to(heat.dtype)  # (HW, 2)
+        return F.softmax(heat.flatten(2), dim=-1) @ grid  # (B, K, 2)
+
+
+class RandomCrop(nn.Module):
+    """A random `size` x `size` crop of each image in training mode, the centre crop in eval mode (robomimic's
+    CropRandomizer with one crop). Crops draw from torch's global generator, seeded by fitting."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        self.size = size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) -> (B, C, size, size)
+        b, c, h, w = x.shape
+        s = self.size
+        if not self.training:
+            top, left = (h - s) // 2, (w - s) // 2
+            return x[:, :, top : top + s, left : left + s]
+        span = torch.arange(s, device=x.device)
+        rows = torch.randint(0, h - s + 1, (b, 1), device=x.device) + span  # (B, s)
+        cols = torch.randint(0, w - s + 1, (b, 1), device=x.device) + span
+        batch, channel = torch.arange(b, device=x.device), torch.arange(c, device=x.device)
+        return x[batch[:, None, None, None], channel[None, :, None, None], rows[:, None, :, None], cols[:, None, None, :]]
+
+
+def bc_trunk(config: BCConfig) -> nn.Module:
+    """A randomly initialised ResNet for end-to-end BC: torchvision's global pool (avg) or spatial-softmax keypoints
+    and their projection in place of the pool and classifier, after the crop (if any)."""
+    trunk = build_trunk(config.encoder.arch)
+    if config.pooling == "spatial_softmax":
+        trunk.avgpool = SpatialSoftmax(config.encoder.feature_dim, config.keypoints)
+        trunk.fc = nn.Linear(2 * config.keypoints, config.feature_dim)  # ResNet.forward flattens (B, K, 2) first
+    return nn.Sequential(RandomCrop(config.crop), trunk) if config.crop else trunk
+
+
+def trunk_feature_dim(config: BCConfig) -> int:
+    """The size of bc_trunk(config)'s output."""
+    return config.feature_dim if config.pooling == "spatial_softmax" else config.encoder.feature_dim
 
 
 class ActionHead(nn.Module):
-    """MLP features -> action; the gripper dim (if any) is a logit."""
+    """MLP features -> action; the gripper dim (if any) is a logit. Features are first standardised,
+    (x - feature_mean) * feature_scale (BC-rep sets them from its training features; identity otherwise)."""
 
     def __init__(self, in_dim: int, hidden: tuple[int, ...], action_dim: int, gripper_index: int | None,
                  gripper_values: tuple[float, float] = (-1.0, 1.0)) -> None:
@@ -103,9 +203,18 @@ class ActionHead(nn.Module):
         self.mlp = nn.Sequential(*layers, nn.Linear(dims[-1], action_dim))
         self.gripper_index = resolve_gripper_index(gripper_index, action_dim)  # >= 0: `loss` tells it from the MSE dims
         self.register_buffer("gripper_values", torch.tensor(gripper_values, dtype=torch.float32))  # (open, closed)
+        self.register_buffer("feature_mean", torch.zeros(in_dim))
+        self.register_buffer("feature_scale", torch.ones(in_dim))
+
+    def standardize_on(self, features: torch.Tensor) -> None:
+        """Standardise inputs per dimension with these features' statistics. Dims that never vary here (dead ReLU units)
+        carry nothing to learn from and are zeroed, so whatever the features' overall scale, training is the same."""
+        self.feature_mean.copy_(features.mean(0))
+        std = features.std(0)
+        self.feature_scale.copy_(torch.where(std > 1e-6 * std.max(), 1 / std, torch.zeros_like(std)))
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return self.mlp(features)  # (B, A)
+        return self.mlp((features - self.feature_mean) * self.feature_scale)  # (B, A)
 
     def loss(self, out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         if self.gripper_index is None:
@@ -129,7 +238,14 @@ class TrainReport:
     val_loss: list[float]
     best_epoch: int
     stopped_early: bool
+    """The validation loss stopped improving for `patience` epochs before the cap: the run converged."""
     seconds: float
+    lr: list[float] = field(default_factory=list)
+    """The learning rate of each epoch."""
+
+    @property
+    def converged(self) -> bool:
+        return self.stopped_early
 
 
 def _train(model: nn.Module, inputs: Callable[[NDArray[np.int64], bool], torch.Tensor], targets: torch.Tensor,
@@ -139,7 +255,8 @@ def _train(model: nn.Module, inputs: Callable[[NDArray[np.int64], bool], torch.T
 
     Under torchrun with several processes each rank takes its shard of every batch (inputs, augmentations
     included, are drawn for the whole batch first) and DistributedDataParallel averages the gradients
-    (vinn_policy.distributed), so the result matches one process.
+    (vinn_policy.distributed), so the result matches one process, except for random crops (BCConfig.crop),
+    which each rank draws for its own shard inside the model.
 
     Raises:
         FloatingPointError: a training or validation loss is NaN/inf before any epoch had a finite validation loss.
@@ -149,7 +266,8 @@ def _train(model: nn.Module, inputs: Callable[[NDArray[np.int64], bool], torch.T
     if world > 1:
         model = distributed.convert_batchnorm(model, to_sync=True)
     forward = nn.parallel.DistributedDataParallel(model) if world > 1 else model
-    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=config.lr)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.lr, weight_decay=config.weight_decay)
+    plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=config.lr_factor, patience=config.lr_patience, threshold=0)
     gen = torch.Generator().manual_seed(config.seed)
     best, best_state, best_epoch, history = float("inf"), None, 0, TrainReport([], [], 0, False, 0.0)
     bar = tqdm(range(config.epochs), desc=desc, unit="epoch", disable=not progress or rank > 0)
@@ -171,6 +289,8 @@ def _train(model: nn.Module, inputs: Callable[[NDArray[np.int64], bool], torch.T
             val = [float(loss(model(inputs(r, False)), targets[r])) * len(r) for r in np.array_split(val_rows, max(1, -(-len(val_rows) // 256)))]
         history.train_loss.append(total / steps)
         history.val_loss.append(sum(val) / len(val_rows))
+        history.lr.append(optimizer.param_groups[0]["lr"])
+        plateau.step(history.val_loss[-1])
         bar.set_postfix(train=f"{history.train_loss[-1]:.4f}", val=f"{history.val_loss[-1]:.4f}")
         if best_state is None:  # later, a non-finite loss only stops improving on the best epoch, which is kept
             _check_finite(history, epoch, desc)
@@ -234,11 +354,10 @@ class BCPolicy:
 
     @property
     def name(self) -> str:
-        return "bc_rep" if self.frozen else "bc"
+        return "bc_rep" if self.frozen else self.config.kind
 
     @classmethod
-    def _new_head(cls, encoder: Encoder, actions: NDArray, config: BCConfig) -> ActionHead:
-        d = encoder.feature_dim
+    def _new_head(cls, d: int, actions: NDArray, config: BCConfig) -> ActionHead:
         hidden = config.hidden or (d, d // 2)
         g = config.gripper_index
         values = (float(actions[:, g].min()), float(actions[:, g].max())) if g is not None else (-1.0, 1.0)
@@ -246,19 +365,19 @@ class BCPolicy:
 
     @classmethod
     def fit_end_to_end(cls, frames: NDArray[np.uint8], actions: NDArray, episode_ids: NDArray, config: BCConfig | None = None,
-                       encoder: Encoder | None = None, val_episodes: object = None, progress: bool = True,
-                       device: str | None = None) -> BCPolicy:
-        """Train trunk and head together on (image, action) pairs, with BYOL's augmentations.
+                       val_episodes: object = None, progress: bool = True, device: str | None = None) -> BCPolicy:
+        """Train a randomly initialised trunk (bc_trunk: pooling and crop as configured) and the head together on
+        (image, action) pairs, with BYOL's augmentations if `config.augment`.
 
         Early stopping uses `val_episodes` (episode ids) if given, else `config.val_fraction` of the episodes.
-        `encoder` initialises the trunk (e.g. ImageNet weights); default random init. `device`: where to
-        train (default cuda when available; images are kept and augmented there); the policy returns on the CPU.
+        `device`: where to train (default cuda when available; images are kept and augmented there); the policy
+        returns on the CPU.
         """
         frames, actions, episode_ids = _check_data(frames, actions, episode_ids)
         config = _resolve_gripper(config or BCConfig(), actions.shape[1])
         torch.manual_seed(config.seed)
-        encoder = copy.deepcopy(encoder) if encoder is not None else Encoder(config.encoder)
-        head = cls._new_head(encoder, actions, config)
+        encoder = Encoder(config.encoder, trunk=bc_trunk(config))
+        head = cls._new_head(trunk_feature_dim(config), actions, config)
         device = distributed.device(device)
         images = resize_uint8(frames, encoder.config.image_size).to(device)  # (N, 3, S, S) uint8
         targets = torch.from_numpy(actions).to(device)
@@ -287,10 +406,11 @@ class BCPolicy:
         torch.manual_seed(config.seed)
         device = distributed.device(device)
         features = torch.from_numpy(encoder.embed(frames)).to(device)  # (N, D)
-        head = cls._new_head(encoder, actions, config).to(device)
+        head = cls._new_head(encoder.feature_dim, actions, config).to(device)
         targets = torch.from_numpy(actions).to(device)
 
         train_rows, val_rows = _rows(episode_ids, val_episodes, config)
+        head.standardize_on(features[train_rows])  # raw trunk features differ in scale by orders of magnitude
         report = _train(head, lambda rows, train: features[rows], targets, head.loss, train_rows, val_rows, config, "BC-rep", progress)
         return cls(encoder, head.to("cpu"), config, frozen=True, report=report)
 
@@ -325,14 +445,19 @@ class BCPolicy:
             config = _resolve_gripper(BCConfig(**meta["bc"]), dims[-1])  # policies saved before fitting resolved it hold -1
         except (KeyError, TypeError, ValueError, IndexError) as e:
             raise ArtefactError(f"{path}: invalid BC metadata ({e}).") from e
-        encoder = Encoder.from_saved(tensors, meta, path)
-        head = ActionHead(encoder.feature_dim, tuple(dims[:-1]), dims[-1], config.gripper_index)
+        frozen = bool(meta["frozen"])
+        encoder = Encoder.from_saved(tensors, meta, path, trunk=None if frozen else bc_trunk(config))
+        head = ActionHead(encoder.feature_dim if frozen else trunk_feature_dim(config), tuple(dims[:-1]), dims[-1], config.gripper_index)
+        state = {k[5:]: v for k, v in tensors.items() if k.startswith("head.")}
+        for name, value in head.state_dict().items():  # policies saved before BC_VERSION 2 have no feature scaling: identity
+            if name.startswith("feature_"):
+                state.setdefault(name, value)
         try:
-            head.load_state_dict({k[5:]: v for k, v in tensors.items() if k.startswith("head.")})
+            head.load_state_dict(state)
         except RuntimeError as e:
             raise ArtefactError(f"{path}: head weights do not match its metadata: {str(e)[:200]}") from e
         report = TrainReport(**meta["train_report"]) if meta.get("train_report") else None
-        return cls(encoder, head.eval(), config, frozen=bool(meta["frozen"]), report=report)
+        return cls(encoder, head.eval(), config, frozen=frozen, report=report)
 
 
 @dataclass

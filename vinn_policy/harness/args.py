@@ -12,7 +12,9 @@ from vinn_policy.baselines.bc import BCConfig
 from vinn_policy.byol import BYOLConfig
 from vinn_policy.encoder import EncoderConfig
 
-METHODS = ("vinn", "vinn_random", "bc", "bc_rep", "open_loop", "random")
+METHODS = ("vinn", "vinn_random", "bc", "bc_paper", "bc_rep", "open_loop", "random")
+LEARNED = ("vinn", "vinn_random", "bc", "bc_paper", "bc_rep", "vinn_dominant", "vinn_consistent")
+"""Methods whose training depends on its seed: trained once per --train-seeds; open-loop and random are not."""
 OPTIONAL_METHODS = ("vinn_dominant", "vinn_consistent")  # VINN with mode selection (VINNConfig.mode_selection)
 
 
@@ -51,17 +53,29 @@ class BenchmarkArgs:
     """Episode step limit (default: the task's)."""
     byol_epochs: int = 4
     """CPU default; BYOL is ~1.6 s per batch of 64 at 84 px on 2 cores."""
-    bc_epochs: int = 6
-    """Most BC end-to-end epochs (early stopping on the validation demos may end it sooner)."""
+    bc_epochs: int = 60
+    """The cap on BC epochs; early stopping on the validation demos (--bc-patience epochs without improvement) ends
+    a converged training sooner, and the report says which trainings reached the cap."""
+    bc_patience: int = 8
+    train_seeds: int = 1
+    """Train every learned method (BYOL, VINN's k, BC, BC-rep, the untrained encoder's init) this many times, with
+    seeds 0, 1, ...; each training is evaluated on the same episodes, and the report gives per-training success,
+    the mean and spread, and paired tests that pool the episodes of all trainings. Committed runs use 3."""
     videos: int = 2
     """Episodes per method written as MP4 (not committed)."""
     k_sweep: tuple[int, ...] = ()
     """Closed-loop VINN success for these k as well (e.g. 1 5 10 20 50)."""
     demo_sweep: tuple[int, ...] = ()
-    """Closed-loop VINN, BC-rep and BC for these training-demo counts (VINN just uses a subset database)."""
+    """Closed-loop VINN, BC-rep and BC for these training-demo counts, each learned from the n demos alone (VINN's
+    BYOL encoder and k too), with training seed 0."""
+    sweep_shared_encoder: bool = False
+    """In --demo-sweep, keep the main run's encoder (BYOL on all demos) and k for VINN and BC-rep instead: cheaper,
+    but VINN then sees more data than BC (the report says so)."""
     replay: int | None = None
     """Re-run one seed with --method from the saved policies and write its video; skips everything else."""
     method: str = "vinn"
+    training: int = 0
+    """With --replay: which training's policy (its --train-seeds index)."""
     provenance: bool = False
     """Write every VINN step's neighbours (episode, frame, distance, weight, action) to <run_dir>/provenance/."""
     retrain: bool = False
@@ -82,6 +96,8 @@ class BenchmarkArgs:
             raise ValueError(f"--encoder must be byol, random or imagenet; got {self.encoder!r}")
         if self.encoder == "imagenet" and not self.imagenet_weights:
             raise ValueError("--encoder imagenet needs --imagenet-weights PATH (a local torchvision ResNet file).")
+        if self.train_seeds < 1:
+            raise ValueError(f"--train-seeds must be >= 1; got {self.train_seeds}")
         if self.smoke:
             self.demos, self.episodes, self.image_size, self.byol_epochs, self.bc_epochs = 4, 4, 32, 1, 1
             self.horizon = self.horizon or 40
@@ -108,17 +124,21 @@ class BenchmarkArgs:
     def encoder_config(self) -> EncoderConfig:
         return EncoderConfig.paper() if self.paper else EncoderConfig(image_size=self.image_px)
 
-    def byol_config(self) -> BYOLConfig:
+    def byol_config(self, seed: int = 0) -> BYOLConfig:
         if self.paper:
-            return BYOLConfig.paper()
+            return replace(BYOLConfig.paper(), seed=seed)
         extra = {"batch_size": 16, "hidden_dim": 128} if self.smoke else {}
-        return BYOLConfig(encoder=self.encoder_config(), epochs=self.byol_epochs, **extra)
+        return BYOLConfig(encoder=self.encoder_config(), epochs=self.byol_epochs, seed=seed, **extra)
 
-    def bc_config(self, representation: bool = False) -> BCConfig:
+    def bc_config(self, method: str, seed: int = 0) -> BCConfig:
+        """The config of `method` (bc: robomimic's recipe; bc_paper and bc_rep: the paper's) for training `seed`."""
+        recipe = BCConfig.robomimic if method == "bc" else BCConfig.paper_recipe
+        config = recipe(self.encoder_config(), epochs=self.bc_epochs, patience=self.bc_patience, gripper_index=GRIPPER_INDEX,
+                        batch_size=16 if self.smoke else 64, seed=seed)
         if self.paper:
-            return replace(BCConfig.paper(representation), gripper_index=GRIPPER_INDEX)
-        return BCConfig(encoder=self.encoder_config(), epochs=self.bc_epochs, gripper_index=GRIPPER_INDEX,
-                        batch_size=16 if self.smoke else 64)
+            paper = BCConfig.paper(representation=method == "bc_rep")
+            config = replace(config, batch_size=paper.batch_size, epochs=paper.epochs, patience=paper.patience)
+        return config
 
     @property
     def block(self) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import json
 import time
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -22,12 +22,12 @@ from vinn_policy.artefact import artefact_digest, atomic_write_text
 from vinn_policy.baselines import load_policy
 from vinn_policy.diagnostics import diagnose
 from vinn_policy.encoder import Encoder
-from vinn_policy.harness.args import METHODS, OPTIONAL_METHODS, BenchmarkArgs  # noqa: F401  (the scripts' import)
+from vinn_policy.harness.args import LEARNED, METHODS, OPTIONAL_METHODS, BenchmarkArgs  # noqa: F401  (the scripts' import)
 from vinn_policy.harness.evaluation import evaluate_methods, summarize
 from vinn_policy.harness.pipeline import ensure_demos
 from vinn_policy.harness.results import environment, host_speed, time_calls
 from vinn_policy.harness.rollout import run_episode, run_jobs
-from vinn_policy.harness.training import build_encoder, offline_errors, train_policies
+from vinn_policy.harness.training import build_encoder, train_policies
 from vinn_policy.harness.video import NeighbourStrip, write_mp4
 from vinn_policy.policy import VINNPolicy
 
@@ -79,6 +79,34 @@ def record_videos(args: BenchmarkArgs, paths: dict[str, str], data: Demos, rows_
     return written
 
 
+def policy_dir(work_dir: Path, training: int) -> Path:
+    """Where training `training` (its --train-seeds index) saves its policies."""
+    return work_dir / "policies" / f"training{training}"
+
+
+def train_and_evaluate(args: BenchmarkArgs, stages: Stages, data: Demos, make, training: int) -> tuple[dict[str, Any], list[dict]]:
+    """One training of every method (the untrained ones only in training 0), evaluated on the episode seeds.
+    Returns (the training's record for results.json, its episode rows tagged with `training`)."""
+    label = f" {training + 1}/{args.train_seeds}" if args.train_seeds > 1 else ""
+    methods = args.methods if training == 0 else tuple(m for m in args.methods if m in LEARNED)
+    encoder, encoder_info = stages.run(f"encoder{label}", build_encoder, args, data.frames[data.episode_ids < args.demos], training)
+    trained = stages.run(f"policies{label}", train_policies, args, data, args.demos, encoder, policy_dir(args.work_dir, training),
+                         seed=training, methods=methods)
+    rows = stages.run(f"evaluation{label}", evaluate_methods, make, trained["paths"], args.eval_seeds(), args.workers,
+                      provenance=args.provenance)
+    for r in rows:
+        r["training"] = training
+        if "provenance" in r:  # per-step neighbour lists are large: one file per episode, not results.json
+            path = args.work_dir / "provenance" / f"training{training}" / f"{r['method']}_seed{r['seed']}.json"
+            atomic_write_text(path, json.dumps(r.pop("provenance")))
+            r["provenance_file"] = str(path)
+    record = {**{k: v for k, v in trained.items() if k != "paths"},
+              "encoder": {"kind": args.encoder, **{k: v for k, v in encoder_info.items() if k != "losses"},
+                          "byol_losses": encoder_info.get("losses"), "config": asdict(encoder.config)},
+              "policies": {name: {"path": path, "sha256": artefact_digest(path)} for name, path in trained["paths"].items()}}
+    return {**record, "paths": trained["paths"], "encoder_object": encoder}, rows
+
+
 def run(args: BenchmarkArgs) -> dict[str, Any]:
     """The whole benchmark; returns (and writes) the results."""
     from vinn_policy.envs import make_env
@@ -91,37 +119,32 @@ def run(args: BenchmarkArgs) -> dict[str, Any]:
     run_dir, out = args.work_dir, args.report_dir
     data = stages.run("demonstrations", ensure_demos, args.task, args.demos + args.val_demos, args.data_dir,
                       image_size=args.image_px, camera=args.camera)
-    train_frames = data.frames[data.episode_ids < args.demos]
-    encoder, encoder_info = stages.run("encoder", build_encoder, args, train_frames)
-    trained = stages.run("policies", train_policies, args, data, args.demos, encoder, run_dir / "policies")
     make = functools.partial(make_env, args.task, image_size=args.image_px, camera=args.camera, render_mode=None, horizon=args.horizon)
-    rows = stages.run("evaluation", evaluate_methods, make, trained["paths"], args.eval_seeds(), args.workers,
-                      provenance=args.provenance)
-    for r in rows:  # per-step neighbour lists are large: one file per episode, not results.json
-        if "provenance" in r:
-            path = run_dir / "provenance" / f"{r['method']}_seed{r['seed']}.json"
-            atomic_write_text(path, json.dumps(r.pop("provenance")))
-            r["provenance_file"] = str(path)
+    trainings, rows = [], []
+    for training in range(args.train_seeds):
+        record, found = train_and_evaluate(args, stages, data, make, training)
+        trainings.append(record)
+        rows += found
+    first = trainings[0]
+    paths, encoder = first.pop("paths"), first.pop("encoder_object")
+    for record in trainings[1:]:
+        del record["paths"], record["encoder_object"]
     summary = summarize(rows)
-    diagnostics = stages.run("diagnostics", assumption_diagnostics, trained["paths"], rows) if "vinn" in trained["paths"] else None
+    first_rows = [r for r in rows if r["training"] == 0]
+    diagnostics = stages.run("diagnostics", assumption_diagnostics, paths, first_rows) if "vinn" in paths else None
 
     sweeps: dict[str, Any] = {}
     if args.k_sweep:
         sweeps["k"] = stages.run("k sweep", _k_sweep, args, data, encoder, run_dir, make)
     if args.demo_sweep:
-        sweeps["demos"] = stages.run("demo sweep", _demo_sweep, args, data, encoder, run_dir, make, trained, summary)
-    latency = stages.run("latency", act_latency, trained["paths"], data.frames[0])
-    by_key = {(r["method"], r["seed"]): r for r in rows}
-    videos = stages.run("videos", record_videos, args, trained["paths"], data, by_key, run_dir / "videos") if args.videos else []
+        sweeps["demos"] = stages.run("demo sweep", _demo_sweep, args, data, encoder, run_dir, make, first, first_rows)
+    latency = stages.run("latency", act_latency, paths, data.frames[0])
+    by_key = {(r["method"], r["seed"]): r for r in first_rows}
+    videos = stages.run("videos", record_videos, args, paths, data, by_key, run_dir / "videos") if args.videos else []
     results = {
-        "args": asdict(args), "block": args.block, "environment": {**environment(), "host_speed": speed}, "demos": {"train": args.demos, "val": args.val_demos,
-                                                                       "frames": int(len(data.frames))},
-        "encoder": {"kind": args.encoder, **{k: v for k, v in encoder_info.items() if k != "losses"},
-                    "byol_losses": encoder_info.get("losses"), "config": asdict(encoder.config)},
-        "k": trained.get("k"), "k_by_method": trained["k_by_method"], "k_curve_val": trained.get("k_curve_val"),
-        "train_seconds": trained["train_seconds"],
-        "policies": {name: {"path": path, "sha256": artefact_digest(path)} for name, path in trained["paths"].items()},
-        "offline": trained["offline"], "summary": summary, "diagnostics": diagnostics, "episodes": rows, "sweeps": sweeps,
+        "args": asdict(args), "block": args.block, "environment": {**environment(), "host_speed": speed},
+        "demos": {"train": args.demos, "val": args.val_demos, "frames": int(len(data.frames))},
+        "trainings": trainings, "summary": summary, "diagnostics": diagnostics, "episodes": rows, "sweeps": sweeps,
         "act_latency_ms": latency, "videos": videos, "stage_seconds": stages.seconds,
         "wall_seconds": round(time.perf_counter() - start, 1),
     }
@@ -150,27 +173,25 @@ def _k_sweep(args: BenchmarkArgs, data: Demos, encoder: Encoder, run_dir: Path, 
     return out
 
 
-def _demo_sweep(args: BenchmarkArgs, data: Demos, encoder: Encoder, run_dir: Path, make, main: dict, main_summary: dict) -> dict[str, Any]:
+def _demo_sweep(args: BenchmarkArgs, data: Demos, encoder: Encoder, run_dir: Path, make, main: dict,
+                main_rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """VINN, BC-rep and BC trained on the first n demos only (training 0's seed): VINN's BYOL encoder and k too,
+    unless --sweep-shared-encoder keeps training 0's encoder (BYOL on all demos) and k for VINN and BC-rep."""
     out: dict[str, Any] = {}
-    methods = [m for m in ("vinn", "bc_rep", "bc") if m in args.methods]
+    methods = tuple(m for m in ("vinn", "bc_rep", "bc", "bc_paper") if m in args.methods)
     for n in args.demo_sweep:
         if n > args.demos:
             raise ValueError(f"--demo-sweep {n} exceeds --demos {args.demos}")
-        if n == args.demos:  # the main run already evaluated these policies on the same seeds
-            out[str(n)] = {"summary": {m: main_summary["methods"][m] for m in methods},
+        if n == args.demos:  # training 0 already evaluated these policies on the same seeds
+            out[str(n)] = {"summary": {m: summarize(main_rows)["methods"][m] for m in methods},
                            "offline": {m: main["offline"][m] for m in methods}, "k": main.get("k")}
             continue
-        policy_dir = run_dir / "sweep" / f"demos{n}"
-        trained = train_policies(replace(args, methods=tuple(m for m in methods if m != "vinn")), data, n, encoder, policy_dir)
-        if "vinn" in methods:  # instant: drop episodes from the main database, no re-embedding; the main run's k
-            vinn = VINNPolicy.load(main["paths"]["vinn"])
-            vinn.remove_episodes(np.arange(n, args.demos))
-            vinn.calibrate()
-            trained["paths"]["vinn"] = str(vinn.save(policy_dir / "vinn"))
-            val_rows = np.flatnonzero(data.episode_ids >= data.num_episodes - args.val_demos)
-            trained["offline"].update(offline_errors({"vinn": trained["paths"]["vinn"]}, data, val_rows))
+        shared = args.sweep_shared_encoder
+        sweep_encoder = encoder if shared else build_encoder(args, data.frames[data.episode_ids < n])[0]
+        trained = train_policies(args, data, n, sweep_encoder, run_dir / "sweep" / f"demos{n}", k=main.get("k") if shared else None,
+                                 methods=methods)
         rows = evaluate_methods(make, trained["paths"], args.eval_seeds(), args.workers)
-        out[str(n)] = {"summary": summarize(rows)["methods"], "offline": trained["offline"], "k": main.get("k")}
+        out[str(n)] = {"summary": summarize(rows)["methods"], "offline": trained["offline"], "k": trained.get("k")}
     return out
 
 
@@ -178,7 +199,7 @@ def replay(args: BenchmarkArgs) -> dict[str, Any]:
     """Re-run one evaluation seed of a saved run exactly and write its video."""
     from vinn_policy.envs import make_env
 
-    path = args.work_dir / "policies" / args.method
+    path = policy_dir(args.work_dir, args.training) / args.method
     policy = load_policy(path)
     env = make_env(args.task, image_size=args.image_px, camera=args.camera, render_mode="rgb_array", render_size=256, horizon=args.horizon)
     try:
@@ -187,12 +208,12 @@ def replay(args: BenchmarkArgs) -> dict[str, Any]:
         env.close()
     video = write_mp4(args.work_dir / "videos" / f"replay_{args.method}_seed{args.replay}.mp4", episode.frames)
     result = {"method": args.method, "seed": args.replay, "success": episode.success, "steps": episode.steps, "video": str(video)}
-    result.update(compare_with_recorded(args.report_dir / "results.json", args.method, args.replay, path, episode))
+    result.update(compare_with_recorded(args.report_dir / "results.json", args.method, args.replay, path, episode, args.training))
     print(json.dumps(result))
     return result
 
 
-def compare_with_recorded(results_file: Path, method: str, seed: int, policy_path: Path, episode) -> dict[str, Any]:
+def compare_with_recorded(results_file: Path, method: str, seed: int, policy_path: Path, episode, training: int = 0) -> dict[str, Any]:
     """Whether a re-run episode reproduces the one results.json recorded, or why that cannot be judged.
 
     A comparison only means something if the saved policy is the one that produced the recorded episode, so
@@ -201,11 +222,13 @@ def compare_with_recorded(results_file: Path, method: str, seed: int, policy_pat
     if not results_file.exists():
         return {"reproduces": None, "why": f"no {results_file} to compare with"}
     results = json.loads(results_file.read_text())
-    ref = [r for r in results["episodes"] if r["method"] == method and r["seed"] == seed]
+    ref = [r for r in results["episodes"] if r["method"] == method and r["seed"] == seed and r.get("training", 0) == training]
     if not ref:
-        return {"reproduces": None, "why": f"{results_file} has no {method} episode with seed {seed}"}
+        return {"reproduces": None, "why": f"{results_file} has no {method} episode with seed {seed} in training {training}"}
     recorded = {"success": ref[0]["success"], "steps": ref[0]["steps"]}
-    saved = results.get("policies", {}).get(method, {}).get("sha256")
+    trainings = results.get("trainings") or [results]  # results.json from before --train-seeds kept one training's policies at the top
+    policies = trainings[training].get("policies", {}) if training < len(trainings) else {}
+    saved = policies.get(method, {}).get("sha256")
     if saved is None:
         return {"recorded": recorded, "reproduces": None,
                 "why": f"{results_file} records no checksum for {method}'s policy, so it cannot tell whether {policy_path} "

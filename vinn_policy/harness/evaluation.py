@@ -23,10 +23,11 @@ def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[f
     return (float(ci.low), float(ci.high))
 
 
-def paired_comparison(a: dict[int, bool], b: dict[int, bool]) -> dict[str, Any]:
-    """Per-seed comparison of two methods on the same seeds, with the exact McNemar test.
+def paired_comparison(a: dict[Any, bool], b: dict[Any, bool]) -> dict[str, Any]:
+    """Per-episode comparison of two methods on the same episodes (keyed by seed, or by (training, seed)), with the
+    exact McNemar test.
 
-    Returns counts of seeds where both / only a / only b / neither succeeded and the two-sided p-value of
+    Returns counts of episodes where both / only a / only b / neither succeeded and the two-sided p-value of
     the discordant pairs under "no difference" (binomial with p = 1/2).
     """
     seeds = sorted(set(a) & set(b))
@@ -123,25 +124,43 @@ def paired_verdict(paired: dict[str, Any], alpha: float = 0.05) -> str:
     return "reference better" if paired["only_a"] > paired["only_b"] else "baseline better"
 
 
+def paired_with(reference: dict[tuple[int, int], bool], other: dict[tuple[int, int], bool]) -> dict[tuple[int, int], bool]:
+    """`other`'s outcomes keyed like `reference`'s (training, seed) episodes: a method evaluated in one training only
+    (open-loop, random: nothing to train) is paired with every training of the reference on the same seed."""
+    trainings = {t for t, _ in other}
+    if len(trainings) != 1:
+        return other
+    (only,) = trainings
+    return {(t, s): other[(only, s)] for t, s in reference if (only, s) in other}
+
+
+def training_spread(outcomes: dict[tuple[int, int], bool]) -> dict[str, Any]:
+    """Success per training (in training order), their mean and sample standard deviation (0 for one training)."""
+    rates = [float(np.mean([ok for (t, _), ok in outcomes.items() if t == training])) for training in sorted({t for t, _ in outcomes})]
+    return {"per_training": rates, "mean": float(np.mean(rates)), "std": float(np.std(rates, ddof=1)) if len(rates) > 1 else 0.0}
+
+
 def summarize(rows: list[dict[str, Any]], reference: str = "vinn") -> dict[str, Any]:
-    """Per-method success with Wilson intervals, and each method paired against `reference` (exact McNemar,
-    Holm-corrected over the baselines compared)."""
+    """Per-method success (pooled over trainings, with a Wilson interval, and per training with mean and spread), and
+    each method paired against `reference` episode by episode, pooling trainings (exact McNemar, Holm-corrected over
+    the baselines compared). Rows without a "training" are training 0."""
     methods = list(dict.fromkeys(r["method"] for r in rows))
-    by_method = {m: {r["seed"]: bool(r["success"]) for r in rows if r["method"] == m} for m in methods}
+    by_method = {m: {(r.get("training", 0), r["seed"]): bool(r["success"]) for r in rows if r["method"] == m} for m in methods}
     summary: dict[str, Any] = {"methods": {}, "paired": {}}
     for m in methods:
         outcomes = by_method[m]
         s, n = sum(outcomes.values()), len(outcomes)
         steps = [r["steps"] for r in rows if r["method"] == m and r["success"]]
         summary["methods"][m] = {"successes": s, "episodes": n, "success_rate": s / n if n else 0.0,
-                                 "wilson_95": wilson_interval(s, n), "mean_steps_success": float(np.mean(steps)) if steps else None}
+                                 "wilson_95": wilson_interval(s, n), "mean_steps_success": float(np.mean(steps)) if steps else None,
+                                 **training_spread(outcomes)}
         method_rows = [r for r in rows if r["method"] == m]
         if any("uncertainty_max" in r for r in method_rows):
             summary["methods"][m]["failure_auroc"] = {k: failure_auroc(method_rows, k) for k in ("uncertainty_max", "uncertainty_mean")}
     if reference in by_method:
         for m in methods:
             if m != reference:
-                summary["paired"][m] = paired_comparison(by_method[reference], by_method[m])
+                summary["paired"][m] = paired_comparison(by_method[reference], paired_with(by_method[reference], by_method[m]))
         adjusted = holm({m: p["mcnemar_p"] for m, p in summary["paired"].items()})
         for m, p in summary["paired"].items():
             p["holm_p"] = adjusted[m]

@@ -15,7 +15,7 @@ from vinn_policy.artefact import atomic_write_text
 from vinn_policy.diagnostics import verdict_table
 from vinn_policy.harness.results import markdown_table
 
-NAMES = {"vinn": "VINN", "vinn_random": "kNN, untrained encoder", "bc": "BC end-to-end", "bc_rep": "BC-rep",
+NAMES = {"vinn": "VINN", "vinn_random": "kNN, untrained encoder", "bc": "BC (robomimic)", "bc_paper": "BC (paper)", "bc_rep": "BC-rep",
          "open_loop": "Open-loop", "random": "Random",
          "vinn_dominant": "VINN, dominant mode", "vinn_consistent": "VINN, consistent mode"}
 
@@ -37,17 +37,68 @@ def success_cell(s: dict[str, Any]) -> str:
     return f"{100 * s['success_rate']:.0f}% [{100 * lo:.0f}, {100 * hi:.0f}]"
 
 
-def success_table(summary: dict[str, Any], offline: dict[str, Any], latency: dict[str, float], train_s: dict[str, float]) -> str:
+def trainings_of(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each training's record (k, offline errors, fit times, policies, BC curves); a results.json from before
+    --train-seeds held its one training at the top level."""
+    return results.get("trainings") or [results]
+
+
+def over_trainings(results: dict[str, Any], key: str, method: str, field: str | None = None) -> float | None:
+    """The mean over trainings of trainings[i][key][method] (or its [field]), None where no training has it."""
+    values = [t[key][method] if field is None else t[key][method][field] for t in trainings_of(results) if method in t.get(key, {})]
+    return float(sum(values) / len(values)) if values else None
+
+
+def spread_cell(s: dict[str, Any]) -> str:
+    """'mean ± sd (a, b, c)' over trainings, or '–' for a method trained once."""
+    if len(s.get("per_training", [])) < 2:
+        return "–"
+    return f"{_pct(s['mean'])} ± {100 * s['std']:.0f} ({', '.join(_pct(r) for r in s['per_training'])})"
+
+
+def success_table(results: dict[str, Any], summary: dict[str, Any]) -> str:
     rows = []
     for m, s in summary["methods"].items():
         lo, hi = s["wilson_95"]
-        off = offline.get(m, {})
+        mse, grip, fit = (over_trainings(results, "offline", m, "mse"), over_trainings(results, "offline", m, "gripper_accuracy"),
+                          over_trainings(results, "train_seconds", m))
         rows.append([NAMES.get(m, m), f"{s['successes']}/{s['episodes']} = {_pct(s['success_rate'])}", f"[{_pct(lo)}, {_pct(hi)}]",
-                     f"{s['mean_steps_success']:.0f}" if s["mean_steps_success"] else "–",
-                     f"{off['mse']:.4f}" if off else "–", _pct(off["gripper_accuracy"]) if off else "–",
-                     f"{latency.get(m, float('nan')):.1f}", f"{train_s.get(m, 0):.0f}"])
-    return markdown_table(["method", "closed-loop success", "Wilson 95%", "steps (successes)", "offline MSE (val)",
-                           "gripper acc (val)", "act() ms", "fit (s)"], rows)
+                     spread_cell(s), f"{s['mean_steps_success']:.0f}" if s["mean_steps_success"] else "–",
+                     f"{mse:.4f}" if mse is not None else "–", _pct(grip) if grip is not None else "–",
+                     f"{results['act_latency_ms'].get(m, float('nan')):.1f}", f"{fit or 0:.0f}"])
+    return markdown_table(["method", "closed-loop success (all trainings)", "Wilson 95%", "per training: mean ± sd (each)",
+                           "steps (successes)", "offline MSE (val)", "gripper acc (val)", "act() ms", "fit (s)"], rows)
+
+
+def bc_training_table(results: dict[str, Any]) -> str:
+    """Each BC training: epochs run against the cap, the best epoch and its validation loss, and whether it converged."""
+    cap = results["args"]["bc_epochs"]
+    rows = [[NAMES.get(m, m), i, f"{len(r['val_loss'])} / {cap}", r["best_epoch"], f"{min(r['val_loss']):.4f}", f"{r['train_loss'][-1]:.4f}",
+             f"{r['lr'][-1]:.1e}" if r.get("lr") else "–", "yes" if r["converged"] else "**no: stopped at the cap**", f"{r['seconds']:.0f}"]
+            for i, t in enumerate(trainings_of(results)) for m, r in t.get("bc_training", {}).items()]
+    return markdown_table(["method", "training", "epochs run / cap", "best epoch", "best val loss", "last train loss", "last lr",
+                           "converged", "seconds"], rows)
+
+
+def plot_bc_training(results: dict[str, Any], path: Path) -> None:
+    """Train (dashed) and validation (solid) loss per epoch of every BC training, one panel per method."""
+    methods = list(dict.fromkeys(m for t in trainings_of(results) for m in t.get("bc_training", {})))
+    if not methods:
+        return
+    fig, axes = plt.subplots(1, len(methods), figsize=(4 * len(methods), 3.2), squeeze=False)
+    for ax, m in zip(axes[0], methods, strict=True):
+        for i, t in enumerate(trainings_of(results)):
+            r = t.get("bc_training", {}).get(m)
+            if r:
+                epochs = range(1, len(r["val_loss"]) + 1)
+                ax.plot(epochs, r["val_loss"], color=f"C{i}", label=f"training {i} val")
+                ax.plot(epochs, r["train_loss"], color=f"C{i}", ls="--", alpha=0.6)
+                ax.axvline(r["best_epoch"], color=f"C{i}", ls=":", alpha=0.5)
+        ax.set(title=NAMES.get(m, m), xlabel="epoch", ylabel="loss (dashed: train)", yscale="log")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def paired_table(summary: dict[str, Any]) -> str:
@@ -67,6 +118,10 @@ def plot_success(summary: dict[str, Any], path: Path, title: str) -> None:
     hi = [summary["methods"][m]["wilson_95"][1] - r for m, r in zip(methods, rates, strict=True)]
     fig, ax = plt.subplots(figsize=(1.3 * len(methods) + 2, 3.2))
     ax.bar(range(len(methods)), rates, yerr=[lo, hi], capsize=4, color=["C0" if m == "vinn" else "C7" for m in methods])
+    for i, m in enumerate(methods):  # each training's success, where there are several
+        per = summary["methods"][m].get("per_training", [])
+        if len(per) > 1:
+            ax.plot([i] * len(per), per, "k.", ms=5, label="one training" if i == 0 else None)
     ax.set_xticks(range(len(methods)), [NAMES.get(m, m) for m in methods], rotation=20, ha="right", fontsize=8)
     ax.set(ylim=(0, 1.05), ylabel="success (Wilson 95%)", title=title)
     fig.tight_layout()
@@ -75,12 +130,13 @@ def plot_success(summary: dict[str, Any], path: Path, title: str) -> None:
 
 
 def plot_k(results: dict[str, Any], path: Path) -> None:
-    curve = results.get("k_curve_val")
+    first = trainings_of(results)[0]
+    curve = first.get("k_curve_val")
     if not curve:
         return
     fig, ax = plt.subplots(figsize=(5, 3.2))
-    ax.plot(curve["k"], curve["mse"], label="offline MSE (validation)")
-    ax.axvline(results["k"], color="grey", ls=":", label=f"k = {results['k']}")
+    ax.plot(curve["k"], curve["mse"], label="offline MSE (validation, training 0)")
+    ax.axvline(first["k"], color="grey", ls=":", label=f"k = {first['k']}")
     ax.set(xlabel="k", ylabel="translation MSE")
     sweep = results["sweeps"].get("k")
     if sweep:
@@ -165,22 +221,41 @@ def run_ordered(names: object, methods: list[str]) -> list[str]:
 
 
 def header_section(results: dict[str, Any]) -> list[str]:
-    args = results["args"]
+    args, trainings = results["args"], trainings_of(results)
+    encoder = trainings[0]["encoder"]
+    cached = sum(bool(t["encoder"].get("cached")) for t in trainings)
     return [f"# Closed-loop benchmark: {args['task']}\n",
             f"{results['environment']['date']} · {args['demos']} training demos (+{results['demos']['val']} validation) · "
-            f"{args['episodes']} evaluation episodes per method on the same held-out seeds ({results.get('block', 'block not recorded')} block) · VINN k = {results['k']} "
-            f"({'fixed' if args['k'] else 'chosen on validation'}) · encoder: {results['encoder']['kind']} "
-            f"{results['encoder']['config']['arch']} at {results['encoder']['config']['image_size']} px"
-            f"{' (cached)' if results['encoder'].get('cached') else ''} · camera: {camera_of(results)} · total wall time "
+            f"{args['episodes']} evaluation episodes per method on the same held-out seeds ({results.get('block', 'block not recorded')} block) · "
+            f"{len(trainings)} training(s) of every learned method (seeds 0–{len(trainings) - 1}) · VINN k = "
+            f"{', '.join(str(t['k']) for t in trainings)} ({'fixed' if args['k'] else 'chosen on validation'}) · encoder: {encoder['kind']} "
+            f"{encoder['config']['arch']} at {encoder['config']['image_size']} px"
+            f"{f' ({cached} of {len(trainings)} cached)' if cached else ''} · camera: {camera_of(results)} · total wall time "
             f"{results['wall_seconds'] / 60:.1f} min{host_note(results['environment'])}\n"]
 
 
 def success_sections(results: dict[str, Any], summary: dict[str, Any]) -> list[str]:
-    md = ["## Success\n", success_table(summary, results["offline"], results["act_latency_ms"], results["train_seconds"]),
-          "\n![success](success.png)\n"]
+    n = len(trainings_of(results))
+    md = ["## Success\n", (f"Each learned method was trained {n} times (seeds 0–{n - 1}) and every training evaluated on the same "
+                           "episodes; open-loop and random train nothing and were evaluated once. " if n > 1 else "") +
+          "Offline errors and fit times are means over trainings.\n", success_table(results, summary), "\n![success](success.png)\n"]
     if summary["paired"]:
-        md += ["## Paired per-seed comparison\n", paired_table(summary)]
+        md += ["## Paired per-episode comparison\n", ("Episodes of all trainings are pooled, each paired with the same training's "
+               "episode on the same seed (open-loop and random: their one evaluation of that seed).\n" if n > 1 else ""), paired_table(summary)]
     return md
+
+
+def bc_section(results: dict[str, Any]) -> list[str]:
+    if not any(t.get("bc_training") for t in trainings_of(results)):
+        return []
+    args = results["args"]
+    offline = {m: over_trainings(results, "offline", m, "mse") for m in ("vinn", "bc_rep")}
+    compare = (f" BC-rep's offline validation MSE is {offline['bc_rep']:.4f} against VINN's {offline['vinn']:.4f} on the same encoder "
+               f"(means over trainings)." if None not in offline.values() else "")
+    return ["\n## BC training\n",
+            f"Every BC stops once its validation loss has not improved for {args.get('bc_patience', '?')} epochs (converged) or at "
+            f"the {args['bc_epochs']}-epoch cap (not converged); the learning rate drops after validation plateaus and the best "
+            f"validation epoch's weights are kept.{compare}\n", bc_training_table(results), "\n![BC training](bc_training.png)\n"]
 
 
 def uncertainty_section(summary: dict[str, Any]) -> list[str]:
@@ -212,14 +287,15 @@ def sweep_sections(results: dict[str, Any]) -> list[str]:
     if results["sweeps"].get("demos"):
         sweep = results["sweeps"]["demos"]
         methods = run_ordered(next(iter(sweep.values()))["summary"], args["methods"])
-        md += ["\n## Success vs number of demonstrations\n",
-               f"VINN with n demos is the main database without its later episodes: its encoder (BYOL, self-supervised on all "
-               f"{args['demos']} demos' frames) and k are the main run's, and BC-rep keeps that encoder too. BC end-to-end and "
-               "BC-rep's head are trained on the n demos alone.\n", markdown_table(["demos", *[NAMES.get(m, m) for m in methods]], [
+        how = (f"VINN and BC-rep with n demos keep training 0's encoder (BYOL on all {args['demos']} demos' frames) and VINN its k "
+               "(--sweep-shared-encoder): they see more data than BC, which learns from the n demos alone."
+               if args.get("sweep_shared_encoder") else
+               "Every method learns from the n demos alone: VINN's BYOL encoder and k too, and BC-rep sits on that encoder.")
+        md += ["\n## Success vs number of demonstrations\n", f"{how} One training each (seed 0).\n", markdown_table(["demos", *[NAMES.get(m, m) for m in methods]], [
             [n, *[f"{_pct(v['summary'][m]['success_rate'])} [{_pct(v['summary'][m]['wilson_95'][0])}, "
                   f"{_pct(v['summary'][m]['wilson_95'][1])}]" for m in methods]] for n, v in sweep.items()]),
                "\n![demos](demos.png)\n"]
-    if results.get("k_curve_val"):
+    if trainings_of(results)[0].get("k_curve_val"):
         md += ["\n![k](k.png)\n"]
     return md
 
@@ -236,7 +312,7 @@ def time_and_videos_section(results: dict[str, Any]) -> list[str]:
 def report_markdown(results: dict[str, Any]) -> str:
     """report.md of one run, section by section."""
     summary = in_run_order(results)
-    return "\n".join([*header_section(results), *success_sections(results, summary), *uncertainty_section(summary),
+    return "\n".join([*header_section(results), *success_sections(results, summary), *bc_section(results), *uncertainty_section(summary),
                       *diagnostics_section(results), *sweep_sections(results), *time_and_videos_section(results)]) + "\n"
 
 
@@ -248,5 +324,6 @@ def write_report(out: str | Path, results: dict[str, Any]) -> None:
     atomic_write_text(out / "report.md", report_markdown(results))
     plot_success(in_run_order(results), out / "success.png", f"{args['task']}: {args['episodes']} episodes per method")
     plot_k(results, out / "k.png")
+    plot_bc_training(results, out / "bc_training.png")
     plot_demos(results, out / "demos.png")
     plot_uncertainty(results, out / "uncertainty.png")

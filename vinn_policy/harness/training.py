@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -48,12 +49,13 @@ def fit_vinn(encoder: Encoder, embeddings: np.ndarray, data: Demos, train_rows: 
     return policy, {"k": k, "k_curve_val": curve}
 
 
-def build_encoder(args: BenchmarkArgs, frames: np.ndarray) -> tuple[Encoder, dict]:
+def build_encoder(args: BenchmarkArgs, frames: np.ndarray, seed: int = 0) -> tuple[Encoder, dict]:
+    """VINN's encoder for training `seed`: BYOL on `frames` (cached), ImageNet weights, or a seeded random init."""
     if args.encoder == "byol":
-        return cached_byol(frames, args.byol_config(), args.cache_dir, retrain=args.retrain)
+        return cached_byol(frames, args.byol_config(seed), args.cache_dir, retrain=args.retrain)
     if args.encoder == "imagenet":
         return Encoder.imagenet(args.imagenet_weights, args.encoder_config()), {"cached": False}
-    torch.manual_seed(args.seed)
+    torch.manual_seed(seed)
     return Encoder(args.encoder_config()), {"cached": False}
 
 
@@ -65,34 +67,39 @@ class SavedPolicies:
         self.paths: dict[str, str] = {}
         self.seconds: dict[str, float] = {}
 
-    def fit(self, name: str, fit) -> None:
+    def fit(self, name: str, fit) -> Any:
         t = time.perf_counter()
         policy = fit()
         self.seconds[name] = round(time.perf_counter() - t, 1)
         self.paths[name] = str(policy.save(self.policy_dir / name))
+        return policy
 
 
 def train_policies(args: BenchmarkArgs, data: Demos, n_train: int, encoder: Encoder, policy_dir: Path,
-                   k: int | None = None) -> dict[str, Any]:
-    """Fit every requested method on the first n_train episodes (validation: the last val_demos); save them.
+                   k: int | None = None, seed: int = 0, methods: tuple[str, ...] | None = None) -> dict[str, Any]:
+    """Fit `methods` (default: args.methods) on the first n_train episodes (validation: the last val_demos), with
+    training seed `seed`; save them.
 
     Returns:
-        {train_episodes, val_episodes, train_seconds, paths, k_by_method, k and k_curve_val (VINN's), offline}.
+        {seed, train_episodes, val_episodes, train_seconds, paths, k_by_method, k and k_curve_val (VINN's),
+        bc_training (each BC's TrainReport), offline}.
     """
+    methods = args.methods if methods is None else methods
     train_rows = np.flatnonzero(data.episode_ids < n_train)
     val_rows = np.flatnonzero(data.episode_ids >= data.num_episodes - args.val_demos)
     saved = SavedPolicies(policy_dir)
     if torch.cuda.is_available():  # embed the demos there (artefacts are saved as CPU tensors; rollouts run on the CPU)
         encoder = encoder.to("cuda")
-    vinn = fit_vinn_methods(args, data, train_rows, val_rows, encoder, k or args.k, saved)
-    fit_bc_methods(args, data, train_rows, val_rows, encoder, saved)
-    fit_replay_methods(args, data, train_rows, saved)
-    return {"train_episodes": n_train, "val_episodes": len(np.unique(data.episode_ids[val_rows])), "train_seconds": saved.seconds,
-            "paths": saved.paths, **vinn, "offline": offline_errors(saved.paths, data, val_rows)}
+    vinn = fit_vinn_methods(args, methods, data, train_rows, val_rows, encoder, k or args.k, saved, seed)
+    bc_training = fit_bc_methods(args, methods, data, train_rows, val_rows, encoder, saved, seed)
+    fit_replay_methods(args, methods, data, train_rows, saved)
+    return {"seed": seed, "train_episodes": n_train, "val_episodes": len(np.unique(data.episode_ids[val_rows])),
+            "train_seconds": saved.seconds, "paths": saved.paths, **vinn, "bc_training": bc_training,
+            "offline": offline_errors(saved.paths, data, val_rows)}
 
 
-def fit_vinn_methods(args: BenchmarkArgs, data: Demos, train_rows: np.ndarray, val_rows: np.ndarray, encoder: Encoder,
-                     k: int | None, saved: SavedPolicies) -> dict[str, Any]:
+def fit_vinn_methods(args: BenchmarkArgs, methods: tuple[str, ...], data: Demos, train_rows: np.ndarray, val_rows: np.ndarray,
+                     encoder: Encoder, k: int | None, saved: SavedPolicies, seed: int) -> dict[str, Any]:
     """VINN, its mode-selection variants and kNN on the untrained encoder, each with k chosen on the validation
     demos (unless k is given). Returns {"k_by_method"} and VINN's "k" and "k_curve_val"."""
     out: dict[str, Any] = {"k_by_method": {}}
@@ -107,38 +114,40 @@ def fit_vinn_methods(args: BenchmarkArgs, data: Demos, train_rows: np.ndarray, v
             out.update(chosen)  # VINN's k and validation curve, shared by its mode-selection variants
         return policy
 
-    if "vinn" in args.methods:
+    if "vinn" in methods:
         saved.fit("vinn", lambda: vinn("vinn", encoder))
     for name in OPTIONAL_METHODS:
-        if name in args.methods:
+        if name in methods:
             saved.fit(name, functools.partial(vinn, name, encoder, name.removeprefix("vinn_")))
-    if "vinn_random" in args.methods:  # the untrained encoder's neighbours, with their own k
-        torch.manual_seed(args.seed)
+    if "vinn_random" in methods:  # the untrained encoder's neighbours, with their own k
+        torch.manual_seed(seed)
         untrained = Encoder(encoder.config).to(encoder.device)
         saved.fit("vinn_random", lambda: vinn("vinn_random", untrained))
     return out
 
 
-def fit_bc_methods(args: BenchmarkArgs, data: Demos, train_rows: np.ndarray, val_rows: np.ndarray, encoder: Encoder,
-                   saved: SavedPolicies) -> None:
-    """BC end-to-end and BC-rep (on `encoder`), early-stopped on the validation demos; cached like BYOL, so a rerun
-    on the same data and settings reuses the trained policy."""
+def fit_bc_methods(args: BenchmarkArgs, methods: tuple[str, ...], data: Demos, train_rows: np.ndarray, val_rows: np.ndarray,
+                   encoder: Encoder, saved: SavedPolicies, seed: int) -> dict[str, dict]:
+    """BC (robomimic's recipe), the paper's BC and BC-rep (on `encoder`), early-stopped on the validation demos; cached
+    like BYOL, so a rerun on the same data and settings reuses the trained policy. Returns each one's TrainReport."""
     rows = np.concatenate([train_rows, val_rows])
     data_rows = (data.frames[rows], data.actions[rows], data.episode_ids[rows])
     val_eps = np.unique(data.episode_ids[val_rows])
-    if "bc" in args.methods:
-        saved.fit("bc", lambda: cached_bc(*data_rows, args.bc_config(), val_eps, None, args.cache_dir, args.retrain)[0])
-    if "bc_rep" in args.methods:
-        saved.fit("bc_rep", lambda: cached_bc(*data_rows, args.bc_config(representation=True), val_eps, encoder,
-                                              args.cache_dir, args.retrain)[0])
+    reports = {}
+    for name in ("bc", "bc_paper", "bc_rep"):
+        if name in methods:
+            policy = saved.fit(name, lambda n=name: cached_bc(*data_rows, args.bc_config(n, seed), val_eps, encoder if n == "bc_rep" else None,
+                                                              args.cache_dir, args.retrain)[0])
+            reports[name] = {**asdict(policy.report), "converged": policy.report.converged}
+    return reports
 
 
-def fit_replay_methods(args: BenchmarkArgs, data: Demos, train_rows: np.ndarray, saved: SavedPolicies) -> None:
+def fit_replay_methods(args: BenchmarkArgs, methods: tuple[str, ...], data: Demos, train_rows: np.ndarray, saved: SavedPolicies) -> None:
     """The methods that learn nothing: open-loop replay of the training demos, and random actions."""
     frames, actions, eps = data.frames[train_rows], data.actions[train_rows], data.episode_ids[train_rows]
-    if "open_loop" in args.methods:
+    if "open_loop" in methods:
         saved.fit("open_loop", lambda: OpenLoopPolicy.fit(frames, actions, eps))
-    if "random" in args.methods:
+    if "random" in methods:
         saved.fit("random", lambda: RandomPolicy(action_dim=actions.shape[1], seed=args.seed))
 
 
