@@ -84,9 +84,9 @@ class BCConfig:
     batch_size: int = 64
     epochs: int = 60
     """The cap; early stopping normally ends training first (the report says when it did not: not converged)."""
-    patience: int = 8
+    patience: int = 6
     """Stop after this many epochs without a lower validation loss (0: never stop early)."""
-    lr_patience: int = 3
+    lr_patience: int = 2
     """Multiply the learning rate by `lr_factor` after this many epochs without a lower validation loss."""
     lr_factor: float = 0.3
     val_fraction: float = 0.2

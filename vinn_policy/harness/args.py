@@ -56,7 +56,7 @@ class BenchmarkArgs:
     bc_epochs: int = 60
     """The cap on BC epochs; early stopping on the validation demos (--bc-patience epochs without improvement) ends
     a converged training sooner, and the report says which trainings reached the cap."""
-    bc_patience: int = 8
+    bc_patience: int = 6
     train_seeds: int = 1
     """Train every learned method (BYOL, VINN's k, BC, BC-rep, the untrained encoder's init) this many times, with
     seeds 0, 1, ...; each training is evaluated on the same episodes, and the report gives per-training success,
