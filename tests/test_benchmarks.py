@@ -92,6 +92,17 @@ def test_offline_smoke(tmp_path):
 
 @pytest.mark.sim
 @pytest.mark.slow
+def test_bc_rep_check_smoke(tmp_path):
+    script = load_script("bc_rep")
+    results = script.main(script.Args(tasks=("door",), out=str(tmp_path), data_dir=str(tmp_path / "data"),
+                                      cache_dir=str(tmp_path / "cache"), smoke=True))
+    assert set(results["door"]["mse"]) == {"vinn", *script.VARIANTS}
+    assert results["door"]["epochs"]["raw, 6 epochs"]["epochs"] <= 6
+    assert "BC-rep, standardised, to convergence" in (tmp_path / "bc_rep.md").read_text()
+
+
+@pytest.mark.sim
+@pytest.mark.slow
 def test_experts_smoke(tmp_path):
     experts = load_script("experts")
     data = experts.main(experts.Args(smoke=True, tasks=("push",), out=str(tmp_path)))

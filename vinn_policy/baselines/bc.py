@@ -93,6 +93,9 @@ class BCConfig:
     """Fraction of episodes held out for validation / early stopping."""
     augment: bool = True
     """BYOL's augmentations (no flip) on training images; end-to-end only."""
+    standardize: bool = True
+    """BC-rep: standardise the frozen features per dimension with the training features' statistics (False: raw
+    features, as before BC_VERSION 2; benchmarks/bc_rep.py measures the difference)."""
     gripper_index: int | None = None
     """The gripper's action dimension (-1: the last, as in vinn_policy.actions), classified open/closed; None: all
     dims regressed. Fitting resolves it against the action size: a fitted policy's config holds the index >= 0."""
@@ -410,7 +413,8 @@ class BCPolicy:
         targets = torch.from_numpy(actions).to(device)
 
         train_rows, val_rows = _rows(episode_ids, val_episodes, config)
-        head.standardize_on(features[train_rows])  # raw trunk features differ in scale by orders of magnitude
+        if config.standardize:
+            head.standardize_on(features[train_rows])
         report = _train(head, lambda rows, train: features[rows], targets, head.loss, train_rows, val_rows, config, "BC-rep", progress)
         return cls(encoder, head.to("cpu"), config, frozen=True, report=report)
 
