@@ -33,7 +33,9 @@ VARIANTS = {"raw, 6 epochs": (False, 6), "raw, to convergence": (False, None),
 class Args:
     tasks: tuple[str, ...] = ("door", "push", "stack")
     out: str = "runs"
-    """Writes bc_rep.{json,md} here (and the fitted policies under bc_rep_policies/)."""
+    """Writes bc_rep.{json,md} here."""
+    run_dir: str = "runs/bc_rep"
+    """The fitted policies (not committed)."""
     data_dir: str = "data"
     cache_dir: str = "runs/cache"
     smoke: bool = False
@@ -41,7 +43,7 @@ class Args:
 
 def check_task(task: str, args: Args) -> dict:
     bench = BenchmarkArgs(task=task, smoke=args.smoke, data_dir=args.data_dir, cache_dir=args.cache_dir)
-    work = Path(args.out) / "bc_rep_policies"
+    work = Path(args.run_dir)
     data = ensure_demos(task, bench.demos + bench.val_demos, bench.data_dir, image_size=bench.image_px, camera=bench.camera)
     train = np.flatnonzero(data.episode_ids < bench.demos)
     val = np.flatnonzero(data.episode_ids >= data.num_episodes - bench.val_demos)

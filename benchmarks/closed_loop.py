@@ -28,9 +28,20 @@ class Args:
     """Folder holding <task>/results.json; the table is written here too."""
 
 
+def with_current_names(results: dict) -> dict:
+    """Results from before --train-seeds (no "trainings") called the paper's BC "bc": renamed bc_paper, its name now."""
+    if "trainings" in results:
+        return results
+    rename = {"bc": "bc_paper"}
+    results["args"]["methods"] = [rename.get(m, m) for m in results["args"]["methods"]]
+    results["summary"]["methods"] = {rename.get(m, m): v for m, v in results["summary"]["methods"].items()}
+    return results
+
+
 def main(args: Args) -> dict:
     root = Path(args.results)
-    found = {t: json.loads((root / t / "results.json").read_text()) for t in args.tasks if (root / t / "results.json").exists()}
+    found = {t: with_current_names(json.loads((root / t / "results.json").read_text()))
+             for t in args.tasks if (root / t / "results.json").exists()}
     if not found:
         raise SystemExit(f"No results.json under {root}/{{{','.join(args.tasks)}}}; run benchmarks/run_<task>.py first.")
     methods = list(dict.fromkeys(m for r in found.values() for m in (*r["args"]["methods"], *r["summary"]["methods"])))  # run order
@@ -38,7 +49,7 @@ def main(args: Args) -> dict:
                                                                     else "–" for r in found.values()]] for m in methods])
     runs = markdown_table(["task", "episodes / method", "train demos", "trainings", "VINN k", "encoder", "wall time (min)",
                            "of which sweeps (min)"], [
-        [t, r["args"]["episodes"], r["args"]["demos"], len(trainings_of(r)), ", ".join(str(x["k"]) for x in trainings_of(r)),
+        [t, r["args"]["episodes"], r["args"]["demos"], len(trainings_of(r)), ", ".join(str(x.get("k")) for x in trainings_of(r)),
          trainings_of(r)[0]["encoder"]["kind"],
          f"{r['wall_seconds'] / 60:.1f}", f"{sum(v for k, v in r['stage_seconds'].items() if 'sweep' in k) / 60:.1f}"]
         for t, r in found.items()])
@@ -72,7 +83,7 @@ def main(args: Args) -> dict:
     fig.savefig(root / "closed_loop.png", dpi=110)
     plt.close(fig)
     data = {t: {"summary": r["summary"]["methods"], "wall_seconds": r["wall_seconds"], "stage_seconds": r["stage_seconds"],
-                "k": [x["k"] for x in trainings_of(r)], "demo_sweep": r["sweeps"].get("demos")} for t, r in found.items()}
+                "k": [x.get("k") for x in trainings_of(r)], "demo_sweep": r["sweeps"].get("demos")} for t, r in found.items()}
     write_results(root, "closed_loop", data, "\n".join(md) + "\n")
     print("\n".join(md))
     return data

@@ -135,3 +135,13 @@ class Scale(torch.nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x * self.factor
+
+
+def test_a_bc_rep_saved_before_feature_scaling_loads_as_unscaled(tmp_path, data, tiny_encoder):
+    frames, actions, eps = data
+    policy = BCPolicy.fit_on_features(frames, actions, eps, tiny_encoder, BCConfig(**TINY, epochs=2, standardize=False), progress=False)
+    expected = policy.act_batch(frames[:4])
+    for name in ("feature_mean", "feature_scale"):  # saved as BC_VERSION 1 did, without them
+        del policy.head._buffers[name]
+    path = policy.save(tmp_path / "old")
+    np.testing.assert_array_equal(BCPolicy.load(path).act_batch(frames[:4]), expected)

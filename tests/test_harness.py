@@ -17,6 +17,7 @@ from vinn_policy.harness.rollout import Episode
 from vinn_policy.harness.training import train_policies
 
 from .conftest import make_episodes
+from .test_benchmarks import load_script
 
 
 def test_a_users_run_writes_under_runs_and_only_an_explicit_out_refreshes_committed_results():
@@ -100,3 +101,18 @@ def test_results_name_the_evaluation_block():
     assert BenchmarkArgs(seed=0).block == "test" and BenchmarkArgs(seed=0).eval_seeds()[0] == 1_000_000
     dev = BenchmarkArgs(seed=1)
     assert dev.block == "development 1" and dev.eval_seeds()[0] == 1_001_000
+
+
+def test_the_all_tasks_table_names_results_from_before_train_seeds_by_todays_method_names(tmp_path):
+    cell = {"successes": 1, "episodes": 2, "success_rate": 0.5, "wilson_95": [0.1, 0.9], "mean_steps_success": 10.0}
+    old = {"args": {"task": "door", "methods": ["vinn", "bc"], "episodes": 2, "demos": 2, "paper": False, "byol_epochs": 1,
+                    "bc_epochs": 6, "camera": "sideview"},
+           "summary": {"methods": {"vinn": cell, "bc": cell}}, "k": 3, "encoder": {"kind": "byol", "config": {"arch": "resnet18", "image_size": 84}},
+           "wall_seconds": 60, "stage_seconds": {}, "sweeps": {}}  # one training at the top level; its "bc" was the paper's
+    (tmp_path / "door").mkdir()
+    (tmp_path / "door" / "results.json").write_text(json.dumps(old))
+    script = load_script("closed_loop")
+    table = script.main(script.Args(tasks=("door",), results=str(tmp_path)))
+    assert set(table["door"]["summary"]) == {"vinn", "bc_paper"} and table["door"]["k"] == [3]
+    md = (tmp_path / "closed_loop.md").read_text()
+    assert "BC (paper)" in md and "robomimic" not in md

@@ -9,7 +9,7 @@
 
 Translation dimensions only: the gripper is voted on, never averaged (see database.py).
 
-    python -m vinn_policy.diagnostics --demos data/stack_84px.hdf5 --encoder runs/stack/policies/vinn --rollouts 10
+    python -m vinn_policy.diagnostics --demos data/stack_84px.hdf5 --encoder runs/stack/policies/training0/vinn --rollouts 10
 """
 
 from __future__ import annotations

@@ -87,7 +87,8 @@ class BCConfig:
     patience: int = 6
     """Stop after this many epochs without a lower validation loss (0: never stop early)."""
     lr_patience: int = 2
-    """Multiply the learning rate by `lr_factor` after this many epochs without a lower validation loss."""
+    """Multiply the learning rate by `lr_factor` once more than this many epochs in a row brought no lower validation
+    loss (torch's ReduceLROnPlateau: with 2, on the third)."""
     lr_factor: float = 0.3
     val_fraction: float = 0.2
     """Fraction of episodes held out for validation / early stopping."""
@@ -254,7 +255,8 @@ class TrainReport:
 def _train(model: nn.Module, inputs: Callable[[NDArray[np.int64], bool], torch.Tensor], targets: torch.Tensor,
            loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], train_rows: NDArray[np.int64], val_rows: NDArray[np.int64],
            config: BCConfig, desc: str, progress: bool) -> TrainReport:
-    """Adam on loss(model(inputs(rows, train)), targets[rows]), with per-epoch validation and best-epoch restoring.
+    """AdamW on loss(model(inputs(rows, train)), targets[rows]), with per-epoch validation, the learning rate lowered on
+    validation plateaus, early stopping and best-epoch restoring.
 
     Under torchrun with several processes each rank takes its shard of every batch (inputs, augmentations
     included, are drawn for the whole batch first) and DistributedDataParallel averages the gradients

@@ -66,8 +66,8 @@ class BenchmarkArgs:
     k_sweep: tuple[int, ...] = ()
     """Closed-loop VINN success for these k as well (e.g. 1 5 10 20 50)."""
     demo_sweep: tuple[int, ...] = ()
-    """Closed-loop VINN, BC-rep and BC for these training-demo counts, each learned from the n demos alone (VINN's
-    BYOL encoder and k too), with training seed 0."""
+    """Closed-loop VINN, BC-rep, BC and the paper's BC for these training-demo counts, each learned from the n demos
+    alone (VINN's BYOL encoder and k too), with training seed 0."""
     sweep_shared_encoder: bool = False
     """In --demo-sweep, keep the main run's encoder (BYOL on all demos) and k for VINN and BC-rep instead: cheaper,
     but VINN then sees more data than BC (the report says so)."""
@@ -75,7 +75,7 @@ class BenchmarkArgs:
     """Re-run one seed with --method from the saved policies and write its video; skips everything else."""
     method: str = "vinn"
     training: int = 0
-    """With --replay: which training's policy (its --train-seeds index)."""
+    """With --replay: which training's policy (its --train-seeds index; open-loop and random have only training 0)."""
     provenance: bool = False
     """Write every VINN step's neighbours (episode, frame, distance, weight, action) to <run_dir>/provenance/."""
     retrain: bool = False

@@ -199,7 +199,8 @@ def replay(args: BenchmarkArgs) -> dict[str, Any]:
     """Re-run one evaluation seed of a saved run exactly and write its video."""
     from vinn_policy.envs import make_env
 
-    path = policy_dir(args.work_dir, args.training) / args.method
+    training = args.training if args.method in LEARNED else 0  # the untrained methods were fitted once
+    path = policy_dir(args.work_dir, training) / args.method
     policy = load_policy(path)
     env = make_env(args.task, image_size=args.image_px, camera=args.camera, render_mode="rgb_array", render_size=256, horizon=args.horizon)
     try:
@@ -208,7 +209,7 @@ def replay(args: BenchmarkArgs) -> dict[str, Any]:
         env.close()
     video = write_mp4(args.work_dir / "videos" / f"replay_{args.method}_seed{args.replay}.mp4", episode.frames)
     result = {"method": args.method, "seed": args.replay, "success": episode.success, "steps": episode.steps, "video": str(video)}
-    result.update(compare_with_recorded(args.report_dir / "results.json", args.method, args.replay, path, episode, args.training))
+    result.update(compare_with_recorded(args.report_dir / "results.json", args.method, args.replay, path, episode, training))
     print(json.dumps(result))
     return result
 

@@ -72,11 +72,10 @@ def success_table(results: dict[str, Any], summary: dict[str, Any]) -> str:
 
 def bc_training_table(results: dict[str, Any]) -> str:
     """Each BC training: epochs run against the cap, the best epoch and its validation loss, and whether it converged."""
-    cap = results["args"]["bc_epochs"]
-    rows = [[NAMES.get(m, m), i, f"{len(r['val_loss'])} / {cap}", r["best_epoch"], f"{min(r['val_loss']):.4f}", f"{r['train_loss'][-1]:.4f}",
+    rows = [[NAMES.get(m, m), i, f"{len(r['val_loss'])} / {r.get('cap', results['args']['bc_epochs'])}", r.get("patience", "–"), r["best_epoch"], f"{min(r['val_loss']):.4f}", f"{r['train_loss'][-1]:.4f}",
              f"{r['lr'][-1]:.1e}" if r.get("lr") else "–", "yes" if r["converged"] else "**no: stopped at the cap**", f"{r['seconds']:.0f}"]
             for i, t in enumerate(trainings_of(results)) for m, r in t.get("bc_training", {}).items()]
-    return markdown_table(["method", "training", "epochs run / cap", "best epoch", "best val loss", "last train loss", "last lr",
+    return markdown_table(["method", "training", "epochs run / cap", "patience", "best epoch", "best val loss", "last train loss", "last lr",
                            "converged", "seconds"], rows)
 
 
@@ -121,7 +120,10 @@ def plot_success(summary: dict[str, Any], path: Path, title: str) -> None:
     for i, m in enumerate(methods):  # each training's success, where there are several
         per = summary["methods"][m].get("per_training", [])
         if len(per) > 1:
-            ax.plot([i] * len(per), per, "k.", ms=5, label="one training" if i == 0 else None)
+            ax.plot([i] * len(per), per, "k.", ms=5, label="one training")
+    if any(len(summary["methods"][m].get("per_training", [])) > 1 for m in methods):
+        handles, labels = ax.get_legend_handles_labels()
+        ax.legend(handles[:1], labels[:1], fontsize=7)
     ax.set_xticks(range(len(methods)), [NAMES.get(m, m) for m in methods], rotation=20, ha="right", fontsize=8)
     ax.set(ylim=(0, 1.05), ylabel="success (Wilson 95%)", title=title)
     fig.tight_layout()
@@ -228,7 +230,7 @@ def header_section(results: dict[str, Any]) -> list[str]:
             f"{results['environment']['date']} · {args['demos']} training demos (+{results['demos']['val']} validation) · "
             f"{args['episodes']} evaluation episodes per method on the same held-out seeds ({results.get('block', 'block not recorded')} block) · "
             f"{len(trainings)} training(s) of every learned method (seeds 0–{len(trainings) - 1}) · VINN k = "
-            f"{', '.join(str(t['k']) for t in trainings)} ({'fixed' if args['k'] else 'chosen on validation'}) · encoder: {encoder['kind']} "
+            f"{', '.join(str(t.get('k')) for t in trainings)} ({'fixed' if args['k'] else 'chosen on validation'}) · encoder: {encoder['kind']} "
             f"{encoder['config']['arch']} at {encoder['config']['image_size']} px"
             f"{f' ({cached} of {len(trainings)} cached)' if cached else ''} · camera: {camera_of(results)} · total wall time "
             f"{results['wall_seconds'] / 60:.1f} min{host_note(results['environment'])}\n"]
@@ -241,20 +243,22 @@ def success_sections(results: dict[str, Any], summary: dict[str, Any]) -> list[s
           "Offline errors and fit times are means over trainings.\n", success_table(results, summary), "\n![success](success.png)\n"]
     if summary["paired"]:
         md += ["## Paired per-episode comparison\n", ("Episodes of all trainings are pooled, each paired with the same training's "
-               "episode on the same seed (open-loop and random: their one evaluation of that seed).\n" if n > 1 else ""), paired_table(summary)]
+               "episode on the same seed (open-loop and random, which are deterministic: their one evaluation of that seed). "
+               "The test counts every (training, seed) pair as independent although each seed recurs once per training, so "
+               "read its p-values as covering these episodes and trainings, not as if the trainings had drawn new episodes.\n"
+               if n > 1 else ""), paired_table(summary)]
     return md
 
 
 def bc_section(results: dict[str, Any]) -> list[str]:
     if not any(t.get("bc_training") for t in trainings_of(results)):
         return []
-    args = results["args"]
     offline = {m: over_trainings(results, "offline", m, "mse") for m in ("vinn", "bc_rep")}
     compare = (f" BC-rep's offline validation MSE is {offline['bc_rep']:.4f} against VINN's {offline['vinn']:.4f} on the same encoder "
                f"(means over trainings)." if None not in offline.values() else "")
     return ["\n## BC training\n",
-            f"Every BC stops once its validation loss has not improved for {args.get('bc_patience', '?')} epochs (converged) or at "
-            f"the {args['bc_epochs']}-epoch cap (not converged); the learning rate drops after validation plateaus and the best "
+            "Every BC stops once its validation loss has not improved for its patience (converged) or at its epoch cap (not "
+            "converged; both in the table); the learning rate drops after validation plateaus and the best "
             f"validation epoch's weights are kept.{compare}\n", bc_training_table(results), "\n![BC training](bc_training.png)\n"]
 
 

@@ -138,7 +138,8 @@ def fit_bc_methods(args: BenchmarkArgs, methods: tuple[str, ...], data: Demos, t
         if name in methods:
             policy = saved.fit(name, lambda n=name: cached_bc(*data_rows, args.bc_config(n, seed), val_eps, encoder if n == "bc_rep" else None,
                                                               args.cache_dir, args.retrain)[0])
-            reports[name] = {**asdict(policy.report), "converged": policy.report.converged}
+            reports[name] = {**asdict(policy.report), "converged": policy.report.converged, "cap": policy.config.epochs,
+                             "patience": policy.config.patience}
     return reports
 
 
