@@ -48,6 +48,14 @@ class VINNConfig:
     search.AUTO_IVF_FRAMES frames, ivf above). See vinn_policy.search."""
     storage: str = "float32"
     """Embedding storage, "float32" or "float16" (half the memory; its effect on actions is in perf.md)."""
+    chunk: int = 1
+    """Steps one query plans: each neighbour contributes its demonstration's next `chunk` actions (cut where the
+    demonstration ends), blended step by step with the query's softmin weights (gripper voted), and the plan runs
+    open-loop; a new query every `chunk` steps, or sooner with `requery`. 1: the paper's VINN, a query every step."""
+    requery: float | None = None
+    """With chunk > 1: query again as soon as the current frame's weighted distance to the frames the plan expected
+    (its neighbours' successors at this step) exceeds `requery` times the calibrated typical neighbour distance.
+    None: only when the plan runs out."""
 
     def __post_init__(self) -> None:
         # numpy scalars are welcome (k = np.argmin(curve) + 1) and stored as Python numbers for config.json
@@ -63,6 +71,13 @@ class VINNConfig:
             raise ValueError(f"image_key must be a non-empty string; got {self.image_key!r}.")
         check_choice("index", self.index, INDEXES)
         check_choice("storage", self.storage, STORAGES)
+        if not isinstance(self.chunk, numbers.Integral) or isinstance(self.chunk, bool) or self.chunk < 1:
+            raise ValueError(f"chunk must be an integer >= 1; got {self.chunk!r}.")
+        self.chunk = int(self.chunk)
+        if self.requery is not None and not (isinstance(self.requery, numbers.Real) and np.isfinite(self.requery) and self.requery > 0):
+            raise ValueError(f"requery must be None or a finite number > 0; got {self.requery!r}.")
+        if self.chunk > 1 and self.mode_selection != "none":
+            raise ValueError("mode_selection works per query step; it cannot be combined with chunk > 1 (yet).")
 
 
 @dataclass
@@ -78,6 +93,28 @@ class Uncertainty:
     distance: NDArray[np.float32]  # (B,)
     spread: NDArray[np.float32]  # (B,)
     score: NDArray[np.float32]  # (B,)
+
+
+@dataclass
+class ChunkPlan:
+    """The open-loop plans of B queries (VINNConfig.chunk > 1): what each does at every step until it queries again."""
+
+    actions: NDArray[np.float32]  # (B, H, A) the blended action of each step
+    rows: NDArray[np.int64]  # (B, k, H) each neighbour's demonstration frame at each step (-1: it has ended)
+    weights: NDArray[np.float32]  # (B, k, H) the softmin weights renormalised over the neighbours still running
+    length: NDArray[np.int64]  # (B,) steps each plan has (>= 1: a neighbour's own action comes first)
+    step: NDArray[np.int64]  # (B,) the step being executed
+    neighbours: Neighbours  # the query behind each plan
+
+    def replaced(self, where: NDArray[np.bool_], fresh: ChunkPlan) -> ChunkPlan:
+        """This plan with the queries at `where` replaced by `fresh` (one entry per True)."""
+        def merge(old: np.ndarray, new: np.ndarray) -> np.ndarray:
+            out = old.copy()
+            out[where] = new
+            return out
+
+        nb = Neighbours(**{f: merge(getattr(self.neighbours, f), getattr(fresh.neighbours, f)) for f in vars(self.neighbours)})
+        return ChunkPlan(*(merge(getattr(self, f), getattr(fresh, f)) for f in ("actions", "rows", "weights", "length", "step")), nb)
 
 
 def neighbour_stats(nb: Neighbours, gripper_index: int | None) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
@@ -130,6 +167,7 @@ class VINNPolicy:
         self.reference: dict[str, float] | None = None  # uncertainty normalisers (see calibrate)
         self._previous: NDArray[np.float32] | None = None  # last actions, for mode_selection="consistent"
         self._min_norm: float | None = None  # smallest group motion that counts as a mode (from the database)
+        self.plan: ChunkPlan | None = None  # with chunk > 1: the plans being executed
 
     @classmethod
     def fit(
@@ -244,6 +282,7 @@ class VINNPolicy:
         the previous action); this clears the last neighbour set and that memory."""
         self.last_neighbours = None
         self._previous = None
+        self.plan = None
 
     def act(self, obs: object) -> NDArray[np.float32]:
         """One observation ((H, W, 3) uint8 image or dict) -> float32 action of shape (A,)."""
@@ -255,12 +294,58 @@ class VINNPolicy:
     def act_batch(self, obs_batch: object) -> NDArray[np.float32]:
         """A batch of observations ((B, H, W, 3) uint8 or a dict of batched arrays) -> float32 (B, A)."""
         images = extract_images(obs_batch, self.config.image_key)
+        if self.config.chunk > 1:
+            return self._act_from_plans(images)
         result = self.database.query(self.encoder.embed(images), self.config.k, self.config.temperature)
         if self.config.mode_selection != "none":
             result = self._select_mode(result)
         self.last_neighbours = result
         self._previous = result.actions
         return result.actions.copy()  # the caller's to change: last_neighbours and mode selection keep theirs
+
+    def _act_from_plans(self, images: NDArray[np.uint8]) -> NDArray[np.float32]:
+        """The next step of each query's plan, querying afresh where a plan has run out (or drifted: `requery`).
+        Without `requery`, steps inside a plan skip the encoder and the search altogether."""
+        b, plan = len(images), self.plan
+        embeddings = None
+        if plan is None or len(plan.step) != b:
+            due = np.ones(b, bool)
+        else:
+            plan.step += 1
+            due = plan.step >= plan.length
+            if self.config.requery is not None and not due.all():
+                embeddings = self.encoder.embed(images)
+                due |= self.drift(embeddings) > self.config.requery
+        if due.any():
+            queries = embeddings[due] if embeddings is not None else self.encoder.embed(images[due])
+            fresh = self._new_plans(self.database.query(queries, self.config.k, self.config.temperature))
+            plan = fresh if due.all() else plan.replaced(due, fresh)
+        self.plan = plan
+        actions = plan.actions[np.arange(b), plan.step]
+        self.last_neighbours = replace(plan.neighbours, actions=actions)
+        return actions.copy()
+
+    def _new_plans(self, nb: Neighbours) -> ChunkPlan:
+        """Each query's neighbours followed through their demonstrations for `chunk` steps, blended step by step."""
+        rows = self.database.successors(nb.indices, self.config.chunk)  # (B, k, H)
+        weights = nb.weights[..., None] * (rows >= 0)
+        total = weights.sum(1, keepdims=True)
+        weights = np.divide(weights, total, out=np.zeros_like(weights), where=total > 0).astype(np.float32)
+        b, k, h = rows.shape
+        flat = (torch.from_numpy(weights.transpose(0, 2, 1).reshape(-1, k)), torch.from_numpy(np.maximum(rows, 0).transpose(0, 2, 1).reshape(-1, k)))
+        actions = self.database.combine(*flat).numpy().reshape(b, h, -1)
+        return ChunkPlan(actions, rows, weights, (total[:, 0] > 0).sum(-1), np.zeros(b, np.int64), nb)
+
+    def drift(self, embeddings: NDArray[np.float32]) -> NDArray[np.float32]:
+        """(B,) weighted distance of each query's current embedding to the frames its plan expected at this step,
+        over the calibrated typical neighbour distance (~1 while the scene follows the demonstrations)."""
+        ref = self.calibrate() if self.reference is None else check_reference(self.reference)
+        plan, b = self.plan, np.arange(len(embeddings))
+        step = np.minimum(plan.step, plan.rows.shape[-1] - 1)
+        rows, weights = np.maximum(plan.rows[b, :, step], 0), plan.weights[b, :, step]  # (B, k)
+        expected = self.database.embeddings[torch.from_numpy(rows)].float()  # (B, k, D)
+        distance = torch.linalg.norm(expected - torch.from_numpy(embeddings)[:, None], dim=-1).numpy()
+        return ((weights * distance).sum(1) / ref["distance"]).astype(np.float32)
 
     def _select_mode(self, nb: Neighbours) -> Neighbours:
         """Re-blend queries whose neighbours split into opposing groups from one group only (see VINNConfig)."""
