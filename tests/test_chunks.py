@@ -82,3 +82,27 @@ def test_chunk_options_are_saved_and_bad_ones_refused(tmp_path, episodes, tiny_e
                        ({"chunk": 2, "mode_selection": "dominant"}, "cannot be combined with chunk")):
         with pytest.raises(ValueError, match=match):
             VINNConfig(**bad)
+
+
+def test_the_benchmark_fits_vinn_chunk_on_vinns_encoder_and_k_and_traces_its_plan_step(tmp_path, episodes, tiny_encoder):
+    from vinn_policy.demos.dataset import Demos
+
+    from vinn_policy.harness.args import BenchmarkArgs
+    from vinn_policy.harness.evaluation import step_trace
+    from vinn_policy.harness.training import train_policies
+    from vinn_policy.harness.video import NeighbourStrip
+
+    frames, actions, eps = episodes
+    data = Demos(frames, actions, eps, np.tile(np.arange(LENGTH), 4), "image", {}, list(range(4)))
+    args = BenchmarkArgs(task="door", demos=3, methods=("vinn", "vinn_chunk"), chunk=3, requery=2.0)
+    info = train_policies(args, data, 3, tiny_encoder, tmp_path)
+    chunked = VINNPolicy.load(info["paths"]["vinn_chunk"])
+    assert (chunked.config.chunk, chunked.config.requery, chunked.config.k) == (3, 2.0, info["k_by_method"]["vinn"])
+    chunked.reset()
+    steps = []
+    for t in range(2):
+        chunked.act(frames[t])
+        steps.append(step_trace(chunked)["plan_step"])
+    assert steps[0] == 0 and steps[1] in (0, 1)  # 1 unless the drift asked for a new query
+    strip = NeighbourStrip(frames[eps < 3], height=64, rows=1)(({"image": frames[1]}), chunked)
+    assert strip is not None and strip.shape[0] == 64

@@ -13,9 +13,10 @@ from vinn_policy.byol import BYOLConfig
 from vinn_policy.encoder import EncoderConfig
 
 METHODS = ("vinn", "vinn_random", "bc", "bc_paper", "bc_rep", "open_loop", "random")
-LEARNED = ("vinn", "vinn_random", "bc", "bc_paper", "bc_rep", "vinn_dominant", "vinn_consistent")
+OPTIONAL_METHODS = ("vinn_dominant", "vinn_consistent", "vinn_chunk")
+"""VINN with mode selection (VINNConfig.mode_selection) or chunked retrieval (--chunk, --requery), on VINN's encoder and k."""
+LEARNED = ("vinn", "vinn_random", "bc", "bc_paper", "bc_rep", *OPTIONAL_METHODS)
 """Methods whose training depends on its seed: trained once per --train-seeds; open-loop and random are not."""
-OPTIONAL_METHODS = ("vinn_dominant", "vinn_consistent")  # VINN with mode selection (VINNConfig.mode_selection)
 
 
 @dataclass
@@ -63,6 +64,10 @@ class BenchmarkArgs:
     the mean and spread, and paired tests that pool the episodes of all trainings. Committed runs use 3."""
     videos: int = 2
     """Episodes per method written as MP4 (not committed)."""
+    chunk: int = 8
+    """vinn_chunk: steps each query plans (VINNConfig.chunk)."""
+    requery: float | None = None
+    """vinn_chunk: query again when the frame drifts this many typical distances from the plan's (VINNConfig.requery)."""
     k_sweep: tuple[int, ...] = ()
     """Closed-loop VINN success for these k as well (e.g. 1 5 10 20 50)."""
     demo_sweep: tuple[int, ...] = ()

@@ -37,14 +37,14 @@ def choose_k(encoder_embeddings: np.ndarray, data: Demos, train_rows: np.ndarray
 
 
 def fit_vinn(encoder: Encoder, embeddings: np.ndarray, data: Demos, train_rows: np.ndarray, val_rows: np.ndarray,
-             k: int | None = None, mode_selection: str = "none") -> tuple[VINNPolicy, dict]:
+             k: int | None = None, options: dict | None = None) -> tuple[VINNPolicy, dict]:
     """VINN over the train rows' embeddings (computed once, for choosing k as well), with k chosen on the validation
     rows unless given; calibrated. Returns (policy, {"k", "k_curve_val"})."""
     chosen, curve = choose_k(embeddings, data, train_rows, val_rows)
     k = k or chosen
     database = EmbeddingDatabase(embeddings[train_rows], data.actions[train_rows], data.episode_ids[train_rows],
                                  data.frame_indices[train_rows], gripper_index=GRIPPER_INDEX)
-    policy = VINNPolicy(encoder, database, VINNConfig(k=k, gripper_index=GRIPPER_INDEX, mode_selection=mode_selection))
+    policy = VINNPolicy(encoder, database, VINNConfig(k=k, gripper_index=GRIPPER_INDEX, **(options or {})))
     policy.calibrate()  # uncertainty reference, saved with the policy
     return policy, {"k": k, "k_curve_val": curve}
 
@@ -105,20 +105,22 @@ def fit_vinn_methods(args: BenchmarkArgs, methods: tuple[str, ...], data: Demos,
     out: dict[str, Any] = {"k_by_method": {}}
     embeddings: dict[int, np.ndarray] = {}
 
-    def vinn(name: str, enc: Encoder, mode_selection: str = "none") -> VINNPolicy:
+    def vinn(name: str, enc: Encoder, options: dict | None = None) -> VINNPolicy:
         if id(enc) not in embeddings:  # once per encoder: the same embeddings choose k and fill the database
             embeddings[id(enc)] = enc.embed(data.frames)
-        policy, chosen = fit_vinn(enc, embeddings[id(enc)], data, train_rows, val_rows, k, mode_selection)
+        policy, chosen = fit_vinn(enc, embeddings[id(enc)], data, train_rows, val_rows, k, options)
         out["k_by_method"][name] = chosen["k"]
         if enc is encoder:
-            out.update(chosen)  # VINN's k and validation curve, shared by its mode-selection variants
+            out.update(chosen)  # VINN's k and validation curve, shared by its variants
         return policy
 
     if "vinn" in methods:
         saved.fit("vinn", lambda: vinn("vinn", encoder))
+    variants = {"vinn_dominant": {"mode_selection": "dominant"}, "vinn_consistent": {"mode_selection": "consistent"},
+                "vinn_chunk": {"chunk": args.chunk, "requery": args.requery}}
     for name in OPTIONAL_METHODS:
         if name in methods:
-            saved.fit(name, functools.partial(vinn, name, encoder, name.removeprefix("vinn_")))
+            saved.fit(name, functools.partial(vinn, name, encoder, variants[name]))
     if "vinn_random" in methods:  # the untrained encoder's neighbours, with their own k
         torch.manual_seed(seed)
         untrained = Encoder(encoder.config).to(encoder.device)
