@@ -40,9 +40,10 @@ def demo_path(task: str, data_dir: str | Path = "data", image_size: int = 84, ca
 
 
 def ensure_demos(task: str, episodes: int, data_dir: str | Path = "data", noise: float = 0.1, image_size: int = 84,
-                 workers: int = 2, progress: bool = True, camera: str | None = None, extra_cameras: tuple[str, ...] = ()) -> Demos:
-    """The first `episodes` demos of `demo_path(...)` (the camera's frames; `extra_cameras`' are in the same file,
-    load_demos(path, image_key="<camera>_image")), collecting (or appending) what is missing."""
+                 workers: int = 2, progress: bool = True, camera: str | None = None, extra_cameras: tuple[str, ...] = (),
+                 obs_keys: tuple[str, ...] = ()) -> Demos:
+    """The first `episodes` demos of `demo_path(...)`, collecting (or appending) what is missing: the camera's frames,
+    and the further observations `obs_keys` (e.g. an extra camera's "agentview_image", or "robot0_eef_pos")."""
     from vinn_policy.demos.collect import CollectArgs, collect
     from vinn_policy.demos.experts import EXPERTS
     from vinn_policy.envs import env_id, resolve_camera, task_variation
@@ -73,7 +74,7 @@ def ensure_demos(task: str, episodes: int, data_dir: str | Path = "data", noise:
     if have < episodes:
         collect(CollectArgs(task=task, episodes=episodes - have, out=str(path), noise=noise, image_size=image_size,
                             camera=camera, extra_cameras=tuple(extra_cameras), workers=workers, append=have > 0), progress=progress)
-    return load_demos(path, max_episodes=episodes)
+    return load_demos(path, max_episodes=episodes, obs_keys=obs_keys)
 
 
 def frames_digest(frames: NDArray[np.uint8]) -> str:
