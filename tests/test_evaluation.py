@@ -95,6 +95,9 @@ def test_run_task_smoke_end_to_end_and_replay(tmp_path, task, monkeypatch):
         assert len(saved["summary"]["methods"][m]["per_training"]) == (1 if once else trainings)
         assert saved["summary"]["methods"][m]["episodes"] == 4 * (1 if once else trainings)
     assert saved["summary"]["paired"]["random"]["seeds"] == 4 * trainings  # paired with every training of VINN
+    digests = [{m: p["sha256"] for m, p in t["policies"].items()} for t in saved["trainings"]]
+    for later in digests[1:]:  # each training's seed reaches every learned method
+        assert set(later) == methods - {"open_loop", "random"} and all(later[m] != digests[0][m] for m in later)
     assert min(seeds["vinn"]) >= 1_000_000  # disjoint from demonstration seeds
     report = (tmp_path / task / "report.md").read_text()
     assert "Wilson 95%" in report and "McNemar" in report
