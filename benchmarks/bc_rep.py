@@ -48,14 +48,15 @@ def check_task(task: str, args: Args) -> dict:
     train = np.flatnonzero(data.episode_ids < bench.demos)
     val = np.flatnonzero(data.episode_ids >= data.num_episodes - bench.val_demos)
     encoder, info = build_encoder(bench, data.frames[train])
-    vinn, chosen = fit_vinn(encoder, encoder.embed(data.frames), data, train, val)
+    embeddings = encoder.embed(data.frames)  # once: VINN's k and database and every BC-rep head share them
+    vinn, chosen = fit_vinn(encoder, embeddings, data, train, val)
     paths = {"vinn": str(vinn.save(work / task / "vinn"))}
     rows = np.concatenate([train, val])
     epochs = {}
     for name, (standardize, cap) in VARIANTS.items():
         config = replace(bench.bc_config("bc_rep"), standardize=standardize, **({"epochs": cap} if cap else {}))
         policy = BCPolicy.fit_on_features(data.frames[rows], data.actions[rows], data.episode_ids[rows], encoder, config,
-                                          val_episodes=np.unique(data.episode_ids[val]), progress=False)
+                                          val_episodes=np.unique(data.episode_ids[val]), progress=False, features=embeddings[rows])
         paths[name] = str(policy.save(work / task / name.replace(", ", "_").replace(" ", "_")))
         epochs[name] = {"epochs": len(policy.report.val_loss), "best_epoch": policy.report.best_epoch, "converged": policy.report.converged}
     errors = offline_errors(paths, data, val)

@@ -145,3 +145,14 @@ def test_a_bc_rep_saved_before_feature_scaling_loads_as_unscaled(tmp_path, data,
         del policy.head._buffers[name]
     path = policy.save(tmp_path / "old")
     np.testing.assert_array_equal(BCPolicy.load(path).act_batch(frames[:4]), expected)
+
+
+def test_bc_rep_on_features_the_caller_embedded_trains_as_on_its_own_embedding(data, tiny_encoder):
+    frames, actions, eps = data
+    config = BCConfig(**TINY, epochs=2)
+    own = BCPolicy.fit_on_features(frames, actions, eps, tiny_encoder, config, val_episodes=[4], progress=False)
+    given = BCPolicy.fit_on_features(frames, actions, eps, tiny_encoder, config, val_episodes=[4], progress=False,
+                                     features=tiny_encoder.embed(frames))
+    assert given.report.val_loss == own.report.val_loss
+    with pytest.raises(ValueError, match=r"features must be the 40 frames' 512-d embeddings; got shape \(39, 512\)"):
+        BCPolicy.fit_on_features(frames, actions, eps, tiny_encoder, config, progress=False, features=tiny_encoder.embed(frames[:-1]))

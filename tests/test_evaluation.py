@@ -96,6 +96,9 @@ def test_run_task_smoke_end_to_end_and_replay(tmp_path, task, monkeypatch):
         assert len(saved["summary"]["methods"][m]["per_training"]) == (1 if once else trainings)
         assert saved["summary"]["methods"][m]["episodes"] == 4 * (1 if once else trainings)
     assert saved["summary"]["paired"]["random"]["seeds"] == 4 * trainings  # paired with every training of VINN
+    digests = [{m: p["sha256"] for m, p in t["policies"].items()} for t in saved["trainings"]]
+    for later in digests[1:]:  # each training's seed reaches every learned method
+        assert set(later) == methods - {"open_loop", "random"} and all(later[m] != digests[0][m] for m in later)
     assert min(seeds["vinn"]) >= 1_000_000  # disjoint from demonstration seeds
     report = (tmp_path / task / "report.md").read_text()
     assert "Wilson 95%" in report and "McNemar" in report
@@ -208,3 +211,66 @@ def test_vinn_variants_with_more_views_proprioception_and_chunks_run_end_to_end(
     assert not agent.state_tensors()["encoder.conv1.weight"].equal(wrist.state_tensors()["encoder.conv1.weight"])
     assert len(encoder_frames) == 2 and not np.array_equal(encoder_frames[0], encoder_frames[1])  # the agentview BYOL saw agentview frames
     assert (tmp_path / "data" / "stack-v1+agentview_32px.hdf5").exists()
+
+
+class CountingEnv:
+    """Three steps per episode, success on even seeds: enough to roll a policy out without a simulator."""
+
+    def __init__(self, steps: int = 3) -> None:
+        self.steps, self.unwrapped = steps, self
+
+    def reset(self, seed=None):
+        self.seed, self.t = seed, 0
+        return {"image": np.zeros((8, 8, 3), np.uint8)}, {"is_success": False}
+
+    def step(self, action):
+        self.t += 1
+        done = self.t >= self.steps
+        return {"image": np.zeros((8, 8, 3), np.uint8)}, 0.0, done, False, {"is_success": done and self.seed % 2 == 0}
+
+    def close(self):
+        pass
+
+
+def make_counting_env(steps: int = 3) -> CountingEnv:
+    return CountingEnv(steps)
+
+
+def test_evaluation_rows_are_cached_per_policy_env_and_seeds_so_a_stopped_run_resumes(tmp_path, monkeypatch):
+    import functools
+
+    from vinn_policy.baselines import RandomPolicy
+    from vinn_policy.harness import evaluation
+
+    paths = {name: str(RandomPolicy(seed=i).save(tmp_path / name)) for i, name in enumerate(("a", "b"))}
+    make = functools.partial(make_counting_env, steps=3)
+    rolled, real = [], evaluation.run_jobs
+
+    def run_jobs(make_env, jobs, workers, **kw):
+        for job, episode in zip(jobs, real(make_env, jobs, 1, **kw), strict=True):
+            if job[0] == "b" and stop_at_b:
+                raise KeyboardInterrupt  # the session ends while b is being evaluated
+            rolled.append(job[0])
+            yield episode
+
+    monkeypatch.setattr(evaluation, "run_jobs", run_jobs)
+    stop_at_b, seeds = True, [0, 1, 2]
+    with pytest.raises(KeyboardInterrupt):
+        evaluation.evaluate_methods(make, paths, seeds, workers=1, progress=False, cache_dir=tmp_path / "cache")
+    assert rolled == ["a"] * 3 and len(list((tmp_path / "cache").glob("eval-*.json"))) == 1  # a's rows were kept
+    stop_at_b, rolled[:] = False, []
+    rows = evaluation.evaluate_methods(make, paths, seeds, workers=1, progress=False, cache_dir=tmp_path / "cache")
+    assert rolled == ["b"] * 3  # only what had no rows yet
+    assert [(r["method"], r["seed"], r["success"]) for r in rows] == [(m, s, s % 2 == 0) for m in ("a", "b") for s in seeds]
+    rolled[:] = []
+    again = evaluation.evaluate_methods(make, {"renamed": paths["a"]}, seeds, workers=1, progress=False, cache_dir=tmp_path / "cache")
+    assert rolled == [] and [r["method"] for r in again] == ["renamed"] * 3
+    for changed in ({"make": functools.partial(make_counting_env, steps=4)}, {"seeds": [0, 1, 3]}):
+        rolled[:] = []
+        evaluation.evaluate_methods(changed.get("make", make), {"a": paths["a"]}, changed.get("seeds", seeds), workers=1,
+                                    progress=False, cache_dir=tmp_path / "cache")
+        assert rolled == ["a"] * 3  # another env or other seeds are another evaluation
+    RandomPolicy(seed=9).save(tmp_path / "a")  # a retrained policy at the same path
+    rolled[:] = []
+    evaluation.evaluate_methods(make, {"a": paths["a"]}, seeds, workers=1, progress=False, cache_dir=tmp_path / "cache")
+    assert rolled == ["a"] * 3

@@ -403,14 +403,19 @@ class BCPolicy:
     @classmethod
     def fit_on_features(cls, frames: NDArray[np.uint8], actions: NDArray, episode_ids: NDArray, encoder: Encoder,
                         config: BCConfig | None = None, val_episodes: object = None, progress: bool = True,
-                        device: str | None = None) -> BCPolicy:
+                        device: str | None = None, features: NDArray[np.float32] | None = None) -> BCPolicy:
         """BC-rep: embed frames once with a frozen encoder (on its device), train only the head (on `device`,
-        default cuda when available; it returns on the CPU)."""
+        default cuda when available; it returns on the CPU). `features`: `encoder.embed(frames)` if the caller has
+        it already (it is not embedded again)."""
         frames, actions, episode_ids = _check_data(frames, actions, episode_ids)
         config = _resolve_gripper(config or BCConfig(), actions.shape[1])
         torch.manual_seed(config.seed)
         device = distributed.device(device)
-        features = torch.from_numpy(encoder.embed(frames)).to(device)  # (N, D)
+        if features is None:
+            features = encoder.embed(frames)
+        elif np.shape(features) != (len(frames), encoder.feature_dim):
+            raise ValueError(f"features must be the {len(frames)} frames' {encoder.feature_dim}-d embeddings; got shape {np.shape(features)}.")
+        features = torch.from_numpy(np.asarray(features, np.float32)).to(device)  # (N, D)
         head = cls._new_head(encoder.feature_dim, actions, config).to(device)
         targets = torch.from_numpy(actions).to(device)
 

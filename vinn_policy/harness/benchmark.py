@@ -84,16 +84,18 @@ def policy_dir(work_dir: Path, training: int) -> Path:
     return work_dir / "policies" / f"training{training}"
 
 
-def train_and_evaluate(args: BenchmarkArgs, stages: Stages, data: Demos, make, training: int) -> tuple[dict[str, Any], list[dict]]:
+def train_and_evaluate(args: BenchmarkArgs, stages: Stages, data: Demos, make,
+                       training: int) -> tuple[dict[str, Any], list[dict], dict[str, str], Encoder]:
     """One training of every method (the untrained ones only in training 0), evaluated on the episode seeds.
-    Returns (the training's record for results.json, its episode rows tagged with `training`)."""
+    Returns the training's record for results.json, its episode rows tagged with `training`, its policies' paths
+    and VINN's encoder."""
     label = f" {training + 1}/{args.train_seeds}" if args.train_seeds > 1 else ""
     methods = args.methods if training == 0 else tuple(m for m in args.methods if m in LEARNED)
     encoder, encoder_info = stages.run(f"encoder{label}", build_encoder, args, data.frames[data.episode_ids < args.demos], training)
     trained = stages.run(f"policies{label}", train_policies, args, data, args.demos, encoder, policy_dir(args.work_dir, training),
                          seed=training, methods=methods)
     rows = stages.run(f"evaluation{label}", evaluate_methods, make, trained["paths"], args.eval_seeds(), args.workers,
-                      provenance=args.provenance)
+                      provenance=args.provenance, cache_dir=args.cache_dir)
     for r in rows:
         r["training"] = training
         if "provenance" in r:  # per-step neighbour lists are large: one file per episode, not results.json
@@ -104,7 +106,7 @@ def train_and_evaluate(args: BenchmarkArgs, stages: Stages, data: Demos, make, t
               "encoder": {"kind": args.encoder, **{k: v for k, v in encoder_info.items() if k != "losses"},
                           "byol_losses": encoder_info.get("losses"), "config": asdict(encoder.config)},
               "policies": {name: {"path": path, "sha256": artefact_digest(path)} for name, path in trained["paths"].items()}}
-    return {**record, "paths": trained["paths"], "encoder_object": encoder}, rows
+    return record, rows, trained["paths"], encoder
 
 
 def run(args: BenchmarkArgs) -> dict[str, Any]:
@@ -122,13 +124,12 @@ def run(args: BenchmarkArgs) -> dict[str, Any]:
     make = functools.partial(make_env, args.task, **args.env_kwargs())
     trainings, rows = [], []
     for training in range(args.train_seeds):
-        record, found = train_and_evaluate(args, stages, data, make, training)
+        record, found, found_paths, found_encoder = train_and_evaluate(args, stages, data, make, training)
+        if training == 0:  # sweeps, diagnostics, latency and videos use the first training's policies
+            paths, encoder = found_paths, found_encoder
         trainings.append(record)
         rows += found
     first = trainings[0]
-    paths, encoder = first.pop("paths"), first.pop("encoder_object")
-    for record in trainings[1:]:
-        del record["paths"], record["encoder_object"]
     summary = summarize(rows)
     first_rows = [r for r in rows if r["training"] == 0]
     diagnostics = stages.run("diagnostics", assumption_diagnostics, paths, first_rows) if "vinn" in paths else None
@@ -168,7 +169,7 @@ def _k_sweep(args: BenchmarkArgs, data: Demos, encoder: Encoder, run_dir: Path, 
         policy = VINNPolicy.fit(data.frames[train_rows], data.actions[train_rows], data.episode_ids[train_rows],
                                 encoder=encoder, k=k, gripper_index=GRIPPER_INDEX)
         path = policy.save(run_dir / "sweep" / f"vinn_k{k}")
-        rows = evaluate_methods(make, {f"vinn_k{k}": path}, args.eval_seeds(), args.workers)
+        rows = evaluate_methods(make, {f"vinn_k{k}": path}, args.eval_seeds(), args.workers, cache_dir=args.cache_dir)
         out[str(k)] = summ(rows)["methods"][f"vinn_k{k}"]
     return out
 
@@ -179,18 +180,19 @@ def _demo_sweep(args: BenchmarkArgs, data: Demos, encoder: Encoder, run_dir: Pat
     unless --sweep-shared-encoder keeps training 0's encoder (BYOL on all demos) and k for VINN and BC-rep."""
     out: dict[str, Any] = {}
     methods = tuple(m for m in ("vinn", "bc_rep", "bc", "bc_paper") if m in args.methods)
+    main_summary = summarize(main_rows)["methods"]
     for n in args.demo_sweep:
         if n > args.demos:
             raise ValueError(f"--demo-sweep {n} exceeds --demos {args.demos}")
         if n == args.demos:  # training 0 already evaluated these policies on the same seeds
-            out[str(n)] = {"summary": {m: summarize(main_rows)["methods"][m] for m in methods},
+            out[str(n)] = {"summary": {m: main_summary[m] for m in methods},
                            "offline": {m: main["offline"][m] for m in methods}, "k": main.get("k")}
             continue
         shared = args.sweep_shared_encoder
         sweep_encoder = encoder if shared else build_encoder(args, data.frames[data.episode_ids < n])[0]
         trained = train_policies(args, data, n, sweep_encoder, run_dir / "sweep" / f"demos{n}", k=main.get("k") if shared else None,
                                  methods=methods)
-        rows = evaluate_methods(make, trained["paths"], args.eval_seeds(), args.workers)
+        rows = evaluate_methods(make, trained["paths"], args.eval_seeds(), args.workers, cache_dir=args.cache_dir)
         out[str(n)] = {"summary": summarize(rows)["methods"], "offline": trained["offline"], "k": trained.get("k")}
     return out
 
