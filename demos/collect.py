@@ -44,6 +44,8 @@ class CollectArgs:
     image_size: int = 84
     camera: str | None = None
     """Camera of the image observations (default: the task's, e.g. agentview; robot0_eye_in_hand is the wrist)."""
+    extra_cameras: tuple[str, ...] = ()
+    """More cameras recorded beside it, each as obs/<camera>_image (for multi-view policies)."""
     workers: int = 2
     append: bool = False
     """Add to an existing file instead of refusing to overwrite it."""
@@ -90,7 +92,8 @@ def collect(args: CollectArgs, progress: bool = True) -> CollectReport:
     env_args = {
         "env_name": env_id(args.task),
         "type": "vinn_policy",
-        "env_kwargs": {"image_size": args.image_size, "camera": camera},  # explicit: a file outlives the task's default
+        # explicit: a file outlives the task's default (extra cameras only when there are some: older files append)
+        "env_kwargs": {"image_size": args.image_size, "camera": camera, **({"extra_cameras": list(args.extra_cameras)} if args.extra_cameras else {})},
         "image_key": image_key,
         "action_noise": args.noise,
         "expert": EXPERTS[args.task].name(),  # demos made by another expert version are not reused
@@ -109,7 +112,7 @@ def collect(args: CollectArgs, progress: bool = True) -> CollectReport:
 
     # privileged: the expert steers by object positions, and the files keep them (benchmarks/stack_analysis.py).
     make = functools.partial(make_env, args.task, image_size=args.image_size, render_mode=None, camera=camera,
-                             privileged=True)
+                             extra_cameras=tuple(args.extra_cameras), privileged=True)
     kept: list[Episode] = []
     failures = 0
     start = time.perf_counter()

@@ -20,7 +20,7 @@ import re
 import shutil
 import tempfile
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -49,6 +49,12 @@ class Demos:
     image_key: str
     env_args: dict[str, Any]
     seeds: list[int | None]  # per episode (None for files that do not record it)
+    obs: dict[str, NDArray] = field(default_factory=dict)
+    """Further observation arrays by key, one row per frame (e.g. agentview_image, robot0_eef_pos): load_demos(obs_keys=)."""
+
+    def observations(self, rows: NDArray[np.integer] | slice = slice(None)) -> dict[str, NDArray]:
+        """The rows as the env's observation dict: the camera's frames under "image", the further arrays under their keys."""
+        return {"image": self.frames[rows], **{key: values[rows] for key, values in self.obs.items()}}
 
     @property
     def num_episodes(self) -> int:
@@ -60,7 +66,8 @@ class Demos:
         rows = np.concatenate([np.flatnonzero(self.episode_ids == e) for e in episodes]) if episodes else np.zeros(0, int)
         remap = {e: i for i, e in enumerate(episodes)}
         return Demos(self.frames[rows], self.actions[rows], np.array([remap[e] for e in self.episode_ids[rows]], np.int64),
-                     self.frame_indices[rows], self.image_key, self.env_args, [self.seeds[e] for e in episodes])
+                     self.frame_indices[rows], self.image_key, self.env_args, [self.seeds[e] for e in episodes],
+                     {key: values[rows] for key, values in self.obs.items()})
 
 
 def _demo_names(data: h5py.Group) -> list[str]:
@@ -184,13 +191,15 @@ def _validate(f: h5py.File, path: str | Path, image_key: str | None) -> dict[str
     return {"demos": len(names), "frames": frames, "image_key": key, "action_dim": action_dim, "env_args": env_args}
 
 
-def load_demos(path: str | Path, image_key: str | None = None, max_episodes: int | None = None) -> Demos:
+def load_demos(path: str | Path, image_key: str | None = None, max_episodes: int | None = None,
+               obs_keys: Sequence[str] = ()) -> Demos:
     """Load and validate a demonstration file (ours or robomimic's image datasets).
 
     Args:
         image_key: obs dataset with the camera images; default: the file's recorded key, else its only
             `*_image` key.
         max_episodes: keep only the first episodes (in demo number order).
+        obs_keys: further obs datasets to load into Demos.obs (e.g. another camera's agentview_image).
 
     Raises:
         DemoFileError: missing file, truncated HDF5, missing keys, wrong dtypes or shapes, NaN actions.
@@ -213,7 +222,8 @@ def load_demos(path: str | Path, image_key: str | None = None, max_episodes: int
     actions_all = np.concatenate(actions)
     if not np.isfinite(actions_all).all():
         raise DemoFileError(f"{path}: actions contain NaN or inf.")
-    return Demos(np.concatenate(frames), actions_all, np.concatenate(ids), np.concatenate(idx), key, summary["env_args"], seeds)
+    extra = load_obs(path, obs_keys, max_episodes) if obs_keys else {}
+    return Demos(np.concatenate(frames), actions_all, np.concatenate(ids), np.concatenate(idx), key, summary["env_args"], seeds, extra)
 
 
 def load_obs(path: str | Path, keys: Sequence[str], max_episodes: int | None = None) -> dict[str, NDArray]:

@@ -5,6 +5,8 @@ Action: float32 Box [-1, 1]^4 = [dx, dy, dz, grip], end-effector delta position 
 
 Observation (Dict, all fixed-size):
     image                 uint8 (S, S, 3), upright (opencv convention), from the task's camera (or `camera=`)
+    <camera>_image        uint8 (S, S, 3), the same from each of `extra_cameras=` (e.g. agentview_image), for
+                          policies that look through more than one camera
     robot0_eef_pos        float32 (3,)  gripper site position, world frame (m)
     robot0_gripper_qpos   float32 (2,)  finger joint positions
     <task keys>           float32       privileged object state, only with `privileged=True` (see each task):
@@ -139,6 +141,7 @@ class RobosuiteEnv(gym.Env):
         fast_render: bool = True,
         camera: str | None = None,
         privileged: bool = False,
+        extra_cameras: tuple[str, ...] = (),
     ) -> None:
         import robosuite
         import robosuite.macros as macros
@@ -148,6 +151,9 @@ class RobosuiteEnv(gym.Env):
         if render_mode not in (None, "rgb_array"):
             raise ValueError(f"render_mode must be None or 'rgb_array'; got {render_mode!r}.")
         check_camera(camera)
+        extra_cameras = tuple(extra_cameras)
+        for extra in extra_cameras:
+            check_camera(extra)
         if not isinstance(image_size, int) or image_size < 8:
             raise ValueError(f"image_size must be an int >= 8; got {image_size!r}.")
         if not isinstance(privileged, bool):
@@ -156,6 +162,10 @@ class RobosuiteEnv(gym.Env):
         self.privileged = privileged
         self.terminate_on_success, self.fast_render = terminate_on_success, fast_render
         self.camera = camera or self.task.camera  # e.g. "robot0_eye_in_hand" for the wrist camera
+        if self.camera in extra_cameras or len(set(extra_cameras)) != len(extra_cameras):
+            raise ValueError(f"extra_cameras must be distinct cameras other than the image's {self.camera!r}; got {extra_cameras}.")
+        self.extra_cameras = extra_cameras
+        self.cameras = (self.camera, *extra_cameras)
         self._camera_obs = True  # set_camera_obs(False) skips rendering it
         self._rs = robosuite.make(
             self.task.robosuite_env,
@@ -165,7 +175,7 @@ class RobosuiteEnv(gym.Env):
             has_offscreen_renderer=True,
             use_camera_obs=True,
             use_object_obs=True,
-            camera_names=self.camera,
+            camera_names=list(self.cameras),
             camera_heights=image_size,
             camera_widths=image_size,
             control_freq=CONTROL_FREQ,
@@ -175,7 +185,7 @@ class RobosuiteEnv(gym.Env):
             seed=0,  # fixes the model (e.g. sampled cube sizes); episodes are seeded in reset()
             **self.task.robosuite_kwargs,
         )
-        if self.camera == WRIST_CAMERA and fast_render:  # without shadows nothing hidden leaves a trace
+        if self.cameras == (WRIST_CAMERA,) and fast_render:  # without shadows nothing hidden leaves a trace; others see the arm
             self._hide_unseen_geoms()
         self._render_context = None
         image = spaces.Box(0, 255, (image_size, image_size, 3), np.uint8)
@@ -184,7 +194,8 @@ class RobosuiteEnv(gym.Env):
         vectors = {"robot0_eef_pos": 3, "robot0_gripper_qpos": 2, **(self.task.object_keys if privileged else {})}
         self.observation_space = spaces.Dict(
             # +-10 (m, rad): far outside anything reachable, but finite so spaces can be sampled and checked.
-            {"image": image, **{k: spaces.Box(-10.0, 10.0, (n,), np.float32) for k, n in vectors.items()}}
+            {"image": image, **{f"{c}_image": image for c in extra_cameras},
+             **{k: spaces.Box(-10.0, 10.0, (n,), np.float32) for k, n in vectors.items()}}
         )
         self.action_space = spaces.Box(-1.0, 1.0, (4,), np.float32)
 
@@ -234,8 +245,9 @@ class RobosuiteEnv(gym.Env):
         return raw
 
     def _render_camera(self, enabled: bool) -> None:
-        """Switch robosuite's rendering of the image observation, leaving set_camera_obs's setting alone."""
-        self._rs.modify_observable(f"{self.camera}_image", "enabled", bool(enabled))
+        """Switch robosuite's rendering of the image observations, leaving set_camera_obs's setting alone."""
+        for camera in self.cameras:
+            self._rs.modify_observable(f"{camera}_image", "enabled", bool(enabled))
 
     def set_camera_obs(self, enabled: bool) -> None:
         """Turn camera rendering off (image = zeros) for policies that never look, e.g. the random baseline:
@@ -244,13 +256,12 @@ class RobosuiteEnv(gym.Env):
         self._camera_obs = bool(enabled)
 
     def _observation(self, raw: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        if not self._camera_obs:
-            image = np.zeros(self.observation_space["image"].shape, np.uint8)
-        else:
-            image = raw[f"{self.camera}_image"]
-        obs = {"image": np.ascontiguousarray(image, dtype=np.uint8)}
+        obs = {}
+        for key, camera in (("image", self.camera), *((f"{c}_image", c) for c in self.extra_cameras)):
+            image = raw[f"{camera}_image"] if self._camera_obs else np.zeros(self.observation_space[key].shape, np.uint8)
+            obs[key] = np.ascontiguousarray(image, dtype=np.uint8)
         for key, space in self.observation_space.spaces.items():
-            if key != "image":
+            if key not in obs:
                 obs[key] = np.asarray(raw[key], dtype=np.float32).reshape(space.shape)
         return obs
 

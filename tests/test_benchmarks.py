@@ -205,3 +205,15 @@ def test_stack_analysis_smoke(tmp_path):
     oracle = data["state_oracle"]["4"]  # the smoke preset's 4 demos
     assert oracle["seeds"] == loop["seeds"] and sum(oracle["counts"].values()) == 2 and oracle["successes"] == oracle["counts"]["stacked"]
     assert "## What a perfect encoder would allow" in (tmp_path / "analysis.md").read_text()
+
+
+@pytest.mark.sim
+@pytest.mark.slow
+def test_vinn_variants_smoke_and_refuses_the_test_block(tmp_path):
+    script = load_script("vinn_variants")
+    with pytest.raises(SystemExit, match="development block"):
+        script.main(script.Args(seed=0, smoke=True, out=str(tmp_path)))
+    result = script.main(script.Args(task="door", chunks=(1, 3), requery=(0.0, 2.0), episodes=2, smoke=True, out=str(tmp_path)))
+    assert list(result["summary"]["methods"]) == ["chunk 1", "chunk 3", "chunk 3, requery 2"]
+    assert set(result["summary"]["paired"]) == {"chunk 3", "chunk 3, requery 2"}
+    assert "| chunk 3, requery 2 |" in (tmp_path / "door.md").read_text()

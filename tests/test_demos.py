@@ -185,6 +185,12 @@ def test_collect_command_writes_a_valid_file_and_appends(tmp_path):
     summary = validate_file(other.path)
     assert summary["image_key"] == "agentview_image"
     assert summary["env_args"]["env_kwargs"] == {"image_size": 48, "camera": "agentview"}
+    both = collect(CollectArgs(task="stack", episodes=1, out=str(tmp_path / "both.hdf5"), image_size=48, workers=1,
+                               extra_cameras=("agentview",)), progress=False)
+    wrist, agent = load_demos(both.path), load_demos(both.path, image_key="agentview_image")
+    assert wrist.image_key == "robot0_eye_in_hand_image" and agent.frames.shape == wrist.frames.shape
+    np.testing.assert_array_equal(agent.frames[0], load_demos(other.path).frames[0])  # seed 0 seen from agentview, as alone
+    assert validate_file(both.path)["env_args"]["env_kwargs"]["extra_cameras"] == ["agentview"]
 
 
 def no_episodes(*args, **kwargs):
@@ -292,3 +298,7 @@ def test_cached_demos_of_another_camera_or_env_version_are_refused_not_used(tmp_
     write_demos(tmp_path / "door-v1_3px.hdf5", [fake_episode(0)], {**ENV_ARGS, "action_noise": 0.1, "variation": narrow})
     with pytest.raises(DemoFileError, match=r"drawn from the variation .*'x_range': \[0.07, 0.09\]"):
         ensure_demos("door", 1, tmp_path, image_size=3, progress=False)
+    assert demo_path("door", tmp_path, 5, extra_cameras=("agentview",)) == tmp_path / "door-v1+agentview_5px.hdf5"
+    write_demos(tmp_path / "door-v1+agentview_5px.hdf5", [fake_episode(0)], {**ENV_ARGS, "action_noise": 0.1})  # records none
+    with pytest.raises(DemoFileError, match=r"records the extra cameras \(\), not \('agentview',\)"):
+        ensure_demos("door", 1, tmp_path, image_size=5, progress=False, extra_cameras=("agentview",))

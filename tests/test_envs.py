@@ -134,6 +134,28 @@ def test_camera_option_changes_only_the_image_source():
         make_env("stack", camera="wristcam")
 
 
+def test_extra_cameras_add_their_images_to_the_same_episode():
+    both = make_env("stack", image_size=48, extra_cameras=("agentview",), privileged=True)
+    wrist = make_env("stack", image_size=48, privileged=True)
+    agent = make_env("stack", image_size=48, camera="agentview", privileged=True)
+    try:
+        obs = [env.reset(seed=3)[0] for env in (both, wrist, agent)]
+        assert both.observation_space.contains(obs[0]) and set(obs[0]) - set(obs[1]) == {"agentview_image"}
+        np.testing.assert_array_equal(obs[0]["image"], obs[1]["image"])  # the wrist image as without the extra camera
+        np.testing.assert_array_equal(obs[0]["agentview_image"], obs[2]["image"])  # the arm is drawn: agentview sees it
+        step = [env.step(np.array([0.5, 0.0, 0.0, -1.0]))[0] for env in (both, agent)]
+        np.testing.assert_array_equal(step[0]["agentview_image"], step[1]["image"])
+        both.unwrapped.set_camera_obs(False)
+        blind = both.step(np.zeros(4))[0]
+        assert not blind["image"].any() and not blind["agentview_image"].any()
+    finally:
+        for env in (both, wrist, agent):
+            env.close()
+    for bad in (("robot0_eye_in_hand",), ("agentview", "agentview")):
+        with pytest.raises(ValueError, match="extra_cameras must be distinct cameras"):
+            make_env("stack", extra_cameras=bad)
+
+
 def test_a_policy_that_never_looks_gets_the_same_episode_without_rendering():
     from vinn_policy.baselines import RandomPolicy
 

@@ -8,6 +8,7 @@ import pytest
 
 from vinn_policy.harness.evaluation import failure_auroc, paired_comparison, summarize, wilson_interval
 from vinn_policy.harness.report import host_note
+from vinn_policy.policy import VINNPolicy
 
 from .test_benchmarks import load_script
 
@@ -179,6 +180,37 @@ def test_summary_says_no_significant_difference_not_level_when_holm_does_not_rej
     paired = summarize(rows)["paired"]
     assert paired["bc"]["verdict"] == "no significant difference" and paired["bc"]["holm_p"] >= paired["bc"]["mcnemar_p"]
     assert paired["random"]["verdict"] == "reference better" and paired["random"]["holm_p"] == pytest.approx(2 * paired["random"]["mcnemar_p"])
+
+
+@pytest.mark.sim
+@pytest.mark.slow
+def test_vinn_variants_with_more_views_proprioception_and_chunks_run_end_to_end(tmp_path, monkeypatch):
+    from vinn_policy.harness import benchmark, training
+
+    encoder_frames, build = [], training.build_encoder
+    for module in (benchmark, training):  # VINN's encoder (benchmark) and the further views' (training)
+        monkeypatch.setattr(module, "build_encoder", lambda args, frames, *a: encoder_frames.append(frames[:1].copy()) or build(args, frames, *a))
+    script = load_script("run_stack")
+    args = script.BenchmarkArgs(task="stack", smoke=True, out=str(tmp_path / "stack"), run_dir=str(tmp_path / "run"), data_dir=str(tmp_path / "data"),
+                                cache_dir=str(tmp_path / "cache"), workers=2, videos=1, chunk=3,
+                                methods=("vinn", "vinn_multiview", "vinn_proprio", "vinn_plus"))
+    assert args.extra_cameras == ("agentview",) and args.obs_keys == ("agentview_image", "robot0_eef_pos", "robot0_gripper_qpos")
+    script.main(args)
+    saved = json.loads((tmp_path / "stack" / "results.json").read_text())
+    assert set(saved["summary"]["methods"]) == set(args.methods)
+    record = saved["trainings"][0]
+    assert record["views"] == {"cameras": ["robot0_eye_in_hand", "agentview"], "shared_encoder": False}
+    assert record["proprio_weight"]["chosen"] in args.proprio_weights and len(record["proprio_weight"]["val_mse"]) == 4
+    assert set(record["k_by_method"]) == set(args.methods) and set(record["offline"]) == set(args.methods)
+    policies = {m: VINNPolicy.load(record["policies"][m]["path"]) for m in args.methods}
+    assert policies["vinn_multiview"].layout.views == ("image", "agentview_image")
+    assert policies["vinn_plus"].config.chunk == 3 and policies["vinn_plus"].layout == policies["vinn_multiview"].layout
+    assert policies["vinn_proprio"].layout.proprio_keys == ("robot0_eef_pos", "robot0_gripper_qpos")
+    wrist, agent = policies["vinn_multiview"].encoders
+    assert wrist.state_tensors()["encoder.conv1.weight"].equal(policies["vinn"].encoder.state_tensors()["encoder.conv1.weight"])
+    assert not agent.state_tensors()["encoder.conv1.weight"].equal(wrist.state_tensors()["encoder.conv1.weight"])
+    assert len(encoder_frames) == 2 and not np.array_equal(encoder_frames[0], encoder_frames[1])  # the agentview BYOL saw agentview frames
+    assert (tmp_path / "data" / "stack-v1+agentview_32px.hdf5").exists()
 
 
 class CountingEnv:

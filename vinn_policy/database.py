@@ -124,6 +124,8 @@ class EmbeddingDatabase:
         self.frame_indices = fi.copy()
         self.gripper_index = gripper_index
         self._index: SearchIndex | None = None  # built on first search: LOEO, extend etc. never need it
+        self._order: NDArray[np.int64] | None = None  # for successors(), built on first use
+        self._place: NDArray[np.int64] | None = None
 
     def __len__(self) -> int:
         return self.embeddings.shape[0]
@@ -208,6 +210,20 @@ class EmbeddingDatabase:
             raise ValueError("Removing these episodes would empty the database.")
         return EmbeddingDatabase(self.embeddings.numpy()[keep], self.actions.numpy()[keep], self.episode_ids[keep],
                                  self.frame_indices[keep], self.gripper_index, self.index_kind, self.storage)
+
+    def successors(self, rows: NDArray[np.integer], steps: int) -> NDArray[np.int64]:
+        """(...,) rows -> (..., steps): each row's own demonstration at frames f, f + 1, ..., f + steps - 1 (the row
+        itself first), -1 from where that demonstration ends (or skips a frame) on."""
+        if self._order is None:  # rows sorted by (episode, frame), and each row's place in that order
+            self._order = np.lexsort((self.frame_indices, self.episode_ids))
+            self._place = np.empty_like(self._order)
+            self._place[self._order] = np.arange(len(self._order))
+        rows = np.asarray(rows, np.int64)
+        place = self._place[rows][..., None] + np.arange(steps)  # (..., steps)
+        candidate = self._order[np.minimum(place, len(self) - 1)]
+        same = ((place < len(self)) & (self.episode_ids[candidate] == self.episode_ids[rows][..., None])
+                & (self.frame_indices[candidate] == self.frame_indices[rows][..., None] + np.arange(steps)))
+        return np.where(np.cumprod(same, axis=-1).astype(bool), candidate, -1)
 
     def blend(self, dist: torch.Tensor, idx: torch.Tensor, temperature: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, k) distances and row indices -> (B, A) actions and (B, k) softmin weights (gripper voted)."""

@@ -13,9 +13,13 @@ from vinn_policy.byol import BYOLConfig
 from vinn_policy.encoder import EncoderConfig
 
 METHODS = ("vinn", "vinn_random", "bc", "bc_paper", "bc_rep", "open_loop", "random")
-LEARNED = ("vinn", "vinn_random", "bc", "bc_paper", "bc_rep", "vinn_dominant", "vinn_consistent")
+OPTIONAL_METHODS = ("vinn_dominant", "vinn_consistent", "vinn_chunk", "vinn_multiview", "vinn_proprio", "vinn_plus")
+"""VINN with mode selection (VINNConfig.mode_selection) or chunked retrieval (--chunk, --requery) on VINN's encoder; with
+more cameras in its key (--views, an encoder each), with proprioception in its key (weight chosen on the validation
+demos), or vinn_plus: chunks and more cameras together. Each chooses its own k."""
+MULTIVIEW_METHODS = ("vinn_multiview", "vinn_plus")
+LEARNED = ("vinn", "vinn_random", "bc", "bc_paper", "bc_rep", *OPTIONAL_METHODS)
 """Methods whose training depends on its seed: trained once per --train-seeds; open-loop and random are not."""
-OPTIONAL_METHODS = ("vinn_dominant", "vinn_consistent")  # VINN with mode selection (VINNConfig.mode_selection)
 
 
 @dataclass
@@ -63,6 +67,18 @@ class BenchmarkArgs:
     the mean and spread, and paired tests that pool the episodes of all trainings. Committed runs use 3."""
     videos: int = 2
     """Episodes per method written as MP4 (not committed)."""
+    chunk: int = 8
+    """vinn_chunk: steps each query plans (VINNConfig.chunk)."""
+    requery: float | None = None
+    """vinn_chunk: query again when the frame drifts this many typical distances from the plan's (VINNConfig.requery)."""
+    views: tuple[str, ...] = ("agentview",)
+    """vinn_multiview and vinn_plus: cameras whose images join the task camera's in VINN's key. Runs with these methods
+    collect demonstrations that hold them (data/<task>-<version>+<camera>_84px.hdf5) and render them in every episode."""
+    shared_view_encoder: bool = False
+    """vinn_multiview and vinn_plus: one BYOL encoder trained on every view's frames instead of one per view."""
+    proprio_weights: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0)
+    """vinn_proprio: weights of the proprioception block tried (vinn_policy.keys); the one with the lowest validation
+    error (at its own best k) is used."""
     k_sweep: tuple[int, ...] = ()
     """Closed-loop VINN success for these k as well (e.g. 1 5 10 20 50)."""
     demo_sweep: tuple[int, ...] = ()
@@ -96,12 +112,36 @@ class BenchmarkArgs:
             raise ValueError(f"--encoder must be byol, random or imagenet; got {self.encoder!r}")
         if self.encoder == "imagenet" and not self.imagenet_weights:
             raise ValueError("--encoder imagenet needs --imagenet-weights PATH (a local torchvision ResNet file).")
+        if set(self.methods) & set(MULTIVIEW_METHODS) and (not self.views or self.camera in self.views):
+            raise ValueError(f"--views must name cameras other than the task camera {self.camera!r}; got {self.views}.")
+        if not self.proprio_weights or min(self.proprio_weights) <= 0:
+            raise ValueError(f"--proprio-weights must be numbers > 0; got {self.proprio_weights}.")
         if self.train_seeds < 1:
             raise ValueError(f"--train-seeds must be >= 1; got {self.train_seeds}")
         if self.smoke:
             self.demos, self.episodes, self.image_size, self.byol_epochs, self.bc_epochs = 4, 4, 32, 1, 1
             self.horizon = self.horizon or 40
             self.videos = min(self.videos, 1)
+
+    @property
+    def extra_cameras(self) -> tuple[str, ...]:
+        """Cameras rendered besides the task camera, in the demonstrations and every episode: --views, if a method uses them."""
+        used = set(self.methods) | ({self.method} if self.replay is not None else set())
+        return tuple(self.views) if used & set(MULTIVIEW_METHODS) else ()
+
+    @property
+    def obs_keys(self) -> tuple[str, ...]:
+        """Observation arrays the methods read from the demonstrations besides the task camera's frames."""
+        from vinn_policy.keys import PROPRIO_KEYS
+
+        proprio = PROPRIO_KEYS if "vinn_proprio" in self.methods else ()
+        return (*(f"{camera}_image" for camera in self.extra_cameras), *proprio)
+
+    def env_kwargs(self, render: bool = False) -> dict:
+        """make_env's arguments for this run (with render: 256 px rgb frames for videos)."""
+        kwargs = {"image_size": self.image_px, "camera": self.camera, "horizon": self.horizon,
+                  **({"render_mode": "rgb_array", "render_size": 256} if render else {"render_mode": None})}
+        return kwargs | ({"extra_cameras": self.extra_cameras} if self.extra_cameras else {})
 
     @property
     def image_px(self) -> int:

@@ -50,13 +50,13 @@ class Stages:
             print(f"[{name}] {self.seconds[name]:.0f} s", flush=True)
 
 
-def act_latency(paths: dict[str, str], image: np.ndarray) -> dict[str, float]:
-    """Median act() milliseconds of each policy on one image (in this process, torch's default threads)."""
+def act_latency(paths: dict[str, str], obs: dict[str, np.ndarray]) -> dict[str, float]:
+    """Median act() milliseconds of each policy on one observation (in this process, torch's default threads)."""
     out = {}
     for name, path in paths.items():
         policy = load_policy(path)
         policy.reset(seed=0)
-        out[name] = time_calls(lambda p=policy: p.act({"image": image}), repeats=30)["median_ms"]
+        out[name] = time_calls(lambda p=policy: p.act(obs), repeats=30)["median_ms"]
     return out
 
 
@@ -65,7 +65,7 @@ def record_videos(args: BenchmarkArgs, paths: dict[str, str], data: Demos, rows_
     reproduce the evaluation. VINN's frames carry a strip of its nearest demonstration frames."""
     from vinn_policy.envs import make_env
 
-    make = functools.partial(make_env, args.task, image_size=args.image_px, camera=args.camera, render_mode="rgb_array", render_size=256, horizon=args.horizon)
+    make = functools.partial(make_env, args.task, **args.env_kwargs(render=True))
     jobs = [(name, functools.partial(load_policy, path), seed) for name, path in paths.items() for seed in args.eval_seeds()[: args.videos]]
     vinn = any(name.startswith("vinn") for name in paths)
     annotate = NeighbourStrip(data.frames[data.episode_ids < args.demos]) if vinn else None  # the databases' frames, in row order
@@ -120,8 +120,8 @@ def run(args: BenchmarkArgs) -> dict[str, Any]:
     stages = Stages()
     run_dir, out = args.work_dir, args.report_dir
     data = stages.run("demonstrations", ensure_demos, args.task, args.demos + args.val_demos, args.data_dir,
-                      image_size=args.image_px, camera=args.camera)
-    make = functools.partial(make_env, args.task, image_size=args.image_px, camera=args.camera, render_mode=None, horizon=args.horizon)
+                      image_size=args.image_px, camera=args.camera, extra_cameras=args.extra_cameras, obs_keys=args.obs_keys)
+    make = functools.partial(make_env, args.task, **args.env_kwargs())
     trainings, rows = [], []
     for training in range(args.train_seeds):
         record, found, found_paths, found_encoder = train_and_evaluate(args, stages, data, make, training)
@@ -139,7 +139,7 @@ def run(args: BenchmarkArgs) -> dict[str, Any]:
         sweeps["k"] = stages.run("k sweep", _k_sweep, args, data, encoder, run_dir, make)
     if args.demo_sweep:
         sweeps["demos"] = stages.run("demo sweep", _demo_sweep, args, data, encoder, run_dir, make, first, first_rows)
-    latency = stages.run("latency", act_latency, paths, data.frames[0])
+    latency = stages.run("latency", act_latency, paths, {k: v[0] for k, v in data.observations(slice(0, 1)).items()})
     by_key = {(r["method"], r["seed"]): r for r in first_rows}
     videos = stages.run("videos", record_videos, args, paths, data, by_key, run_dir / "videos") if args.videos else []
     results = {
@@ -204,7 +204,7 @@ def replay(args: BenchmarkArgs) -> dict[str, Any]:
     training = args.training if args.method in LEARNED else 0  # the untrained methods were fitted once
     path = policy_dir(args.work_dir, training) / args.method
     policy = load_policy(path)
-    env = make_env(args.task, image_size=args.image_px, camera=args.camera, render_mode="rgb_array", render_size=256, horizon=args.horizon)
+    env = make_env(args.task, **args.env_kwargs(render=True))
     try:
         episode = run_episode(env, policy, args.replay, render=True)
     finally:

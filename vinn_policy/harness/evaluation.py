@@ -49,6 +49,8 @@ def step_trace(policy: Any, provenance: bool = False) -> dict[str, Any] | None:
     u = policy.uncertainty()
     row: dict[str, Any] = {"score": float(u.score[0]), "distance": float(u.distance[0]), "spread": float(u.spread[0]),
                            "nn_distance": float(policy.last_neighbours.distances[0, 0])}
+    if getattr(policy, "plan", None) is not None:  # chunked: which step of the plan from the last query this was
+        row["plan_step"] = int(policy.plan.step[0])
     if provenance:
         row["neighbours"] = policy.last_neighbours.rows()
     return row

@@ -75,8 +75,8 @@ def knn_curve(embeddings: NDArray, actions: NDArray, episode_ids: NDArray, db_ro
     return curve
 
 
-def predict_frames(policy, frames: NDArray[np.uint8], episode_ids: NDArray) -> NDArray[np.float32]:
-    """A policy's action for each demonstration frame.
+def predict_frames(policy, frames: NDArray[np.uint8] | dict[str, NDArray], episode_ids: NDArray) -> NDArray[np.float32]:
+    """A policy's action for each demonstration frame (frames, or the frames' observation dict: Demos.observations).
 
     Reactive policies (VINN, BC) see every frame; open-loop and random only see an episode's first frame
     and act step by step from there, as they would in closed loop (reset with the episode id as seed).
@@ -84,12 +84,13 @@ def predict_frames(policy, frames: NDArray[np.uint8], episode_ids: NDArray) -> N
     if hasattr(policy, "act_batch"):
         return policy.act_batch(frames)
     episode_ids = np.asarray(episode_ids)
+    first = (lambda row: {k: v[row] for k, v in frames.items()}) if isinstance(frames, dict) else (lambda row: frames[row])
     pred = None
     for e in np.unique(episode_ids):
         rows = np.flatnonzero(episode_ids == e)
         policy.reset(seed=int(e))
-        actions = np.stack([policy.act(frames[rows[0]]) for _ in rows])
-        pred = np.empty((len(frames), actions.shape[1]), np.float32) if pred is None else pred
+        actions = np.stack([policy.act(first(rows[0])) for _ in rows])
+        pred = np.empty((len(episode_ids), actions.shape[1]), np.float32) if pred is None else pred
         pred[rows] = actions
     return pred
 

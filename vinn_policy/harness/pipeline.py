@@ -25,27 +25,31 @@ from vinn_policy.byol import result_settings as byol_settings
 from vinn_policy.encoder import Encoder
 
 
-def demo_path(task: str, data_dir: str | Path = "data", image_size: int = 84, camera: str | None = None) -> Path:
-    """data/<task>-<version>[_<camera>]_<image_size>px.hdf5 (e.g. data/door-v1_84px.hdf5), the camera named when
-    it is not the task's own: each env version keeps its own demonstrations."""
+def demo_path(task: str, data_dir: str | Path = "data", image_size: int = 84, camera: str | None = None,
+              extra_cameras: tuple[str, ...] = ()) -> Path:
+    """data/<task>-<version>[_<camera>][+<extra camera>...]_<image_size>px.hdf5 (e.g. data/door-v1_84px.hdf5,
+    data/push-v1+agentview_84px.hdf5), the camera named when it is not the task's own: each env version keeps its
+    own demonstrations."""
     from vinn_policy.envs import env_id, resolve_camera, task_spec
 
     camera = resolve_camera(task, camera)
     versioned = f"{task}-{env_id(task).rpartition('-')[2]}"
     name = versioned if camera == task_spec(task).camera else f"{versioned}_{camera}"
+    name += "".join(f"+{extra}" for extra in extra_cameras)
     return Path(data_dir) / f"{name}_{image_size}px.hdf5"
 
 
 def ensure_demos(task: str, episodes: int, data_dir: str | Path = "data", noise: float = 0.1, image_size: int = 84,
-                 workers: int = 2, progress: bool = True, camera: str | None = None) -> Demos:
-    """The first `episodes` demos of data/<task>[_<camera>]_<image_size>px.hdf5 (camera named when not the
-    task's own), collecting (or appending) what is missing."""
+                 workers: int = 2, progress: bool = True, camera: str | None = None, extra_cameras: tuple[str, ...] = (),
+                 obs_keys: tuple[str, ...] = ()) -> Demos:
+    """The first `episodes` demos of `demo_path(...)`, collecting (or appending) what is missing: the camera's frames,
+    and the further observations `obs_keys` (e.g. an extra camera's "agentview_image", or "robot0_eef_pos")."""
     from vinn_policy.demos.collect import CollectArgs, collect
     from vinn_policy.demos.experts import EXPERTS
     from vinn_policy.envs import env_id, resolve_camera, task_variation
 
     camera = resolve_camera(task, camera)
-    path = demo_path(task, data_dir, image_size, camera)
+    path = demo_path(task, data_dir, image_size, camera, extra_cameras)
     have = 0
     if path.exists():
         try:
@@ -61,13 +65,16 @@ def ensure_demos(task: str, episodes: int, data_dir: str | Path = "data", noise:
                 raise DemoFileError(f"{path} was collected with noise {summary['env_args'].get('action_noise')}, not {noise}")
             if summary["image_key"] != f"{camera}_image":
                 raise DemoFileError(f"{path} holds {summary['image_key']} frames, not {camera}_image")
+            recorded = tuple(summary["env_args"].get("env_kwargs", {}).get("extra_cameras", ()))
+            if recorded != tuple(extra_cameras):
+                raise DemoFileError(f"{path} records the extra cameras {recorded}, not {tuple(extra_cameras)}")
             have = summary["demos"]
         except DemoFileError as e:
             raise DemoFileError(f"Cached demonstrations are unusable ({e}); delete {path} to collect afresh.") from e
     if have < episodes:
         collect(CollectArgs(task=task, episodes=episodes - have, out=str(path), noise=noise, image_size=image_size,
-                            camera=camera, workers=workers, append=have > 0), progress=progress)
-    return load_demos(path, max_episodes=episodes)
+                            camera=camera, extra_cameras=tuple(extra_cameras), workers=workers, append=have > 0), progress=progress)
+    return load_demos(path, max_episodes=episodes, obs_keys=obs_keys)
 
 
 def frames_digest(frames: NDArray[np.uint8]) -> str:

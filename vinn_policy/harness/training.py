@@ -21,9 +21,10 @@ from vinn_policy.actions import GRIPPER_INDEX
 from vinn_policy.baselines import OpenLoopPolicy, RandomPolicy, load_policy
 from vinn_policy.database import EmbeddingDatabase
 from vinn_policy.encoder import Encoder
-from vinn_policy.harness.args import OPTIONAL_METHODS, BenchmarkArgs
+from vinn_policy.harness.args import BenchmarkArgs
 from vinn_policy.harness.offline import OfflineConfig, gripper_accuracy, knn_curve, predict_frames, translation_mse
 from vinn_policy.harness.pipeline import cached_bc, cached_byol
+from vinn_policy.keys import PROPRIO_KEYS, KeyLayout
 from vinn_policy.policy import VINNConfig, VINNPolicy
 
 
@@ -36,15 +37,15 @@ def choose_k(encoder_embeddings: np.ndarray, data: Demos, train_rows: np.ndarray
     return int(curve["k"][int(np.argmin(curve["mse"]))]), curve
 
 
-def fit_vinn(encoder: Encoder, embeddings: np.ndarray, data: Demos, train_rows: np.ndarray, val_rows: np.ndarray,
-             k: int | None = None, mode_selection: str = "none") -> tuple[VINNPolicy, dict]:
-    """VINN over the train rows' embeddings (computed once, for choosing k as well), with k chosen on the validation
-    rows unless given; calibrated. Returns (policy, {"k", "k_curve_val"})."""
-    chosen, curve = choose_k(embeddings, data, train_rows, val_rows)
+def fit_vinn(encoder: Encoder | list[Encoder], keys: np.ndarray, data: Demos, train_rows: np.ndarray, val_rows: np.ndarray,
+             k: int | None = None, options: dict | None = None, layout: KeyLayout | None = None) -> tuple[VINNPolicy, dict]:
+    """VINN over the train rows' keys (the embeddings, or a layout's multi-block keys, computed once for choosing k as
+    well), with k chosen on the validation rows unless given; calibrated. Returns (policy, {"k", "k_curve_val"})."""
+    chosen, curve = choose_k(keys, data, train_rows, val_rows)
     k = k or chosen
-    database = EmbeddingDatabase(embeddings[train_rows], data.actions[train_rows], data.episode_ids[train_rows],
+    database = EmbeddingDatabase(keys[train_rows], data.actions[train_rows], data.episode_ids[train_rows],
                                  data.frame_indices[train_rows], gripper_index=GRIPPER_INDEX)
-    policy = VINNPolicy(encoder, database, VINNConfig(k=k, gripper_index=GRIPPER_INDEX, mode_selection=mode_selection))
+    policy = VINNPolicy(encoder, database, VINNConfig(k=k, gripper_index=GRIPPER_INDEX, **(options or {})), layout)
     policy.calibrate()  # uncertainty reference, saved with the policy
     return policy, {"k": k, "k_curve_val": curve}
 
@@ -100,30 +101,73 @@ def train_policies(args: BenchmarkArgs, data: Demos, n_train: int, encoder: Enco
 
 def fit_vinn_methods(args: BenchmarkArgs, methods: tuple[str, ...], data: Demos, train_rows: np.ndarray, val_rows: np.ndarray,
                      encoder: Encoder, k: int | None, saved: SavedPolicies, seed: int) -> dict[str, Any]:
-    """VINN, its mode-selection variants and kNN on the untrained encoder, each with k chosen on the validation
-    demos (unless k is given). Returns {"k_by_method"} and VINN's "k" and "k_curve_val"."""
+    """VINN, its variants and kNN on the untrained encoder, each with k chosen on the validation demos (unless k is
+    given). Returns {"k_by_method"}, VINN's "k" and "k_curve_val", and with vinn_proprio its "proprio_weight" choice."""
     out: dict[str, Any] = {"k_by_method": {}}
-    embeddings: dict[int, np.ndarray] = {}
+    embeddings: dict[tuple[int, str], np.ndarray] = {}
+    trained_views: list[Encoder] = []
 
-    def vinn(name: str, enc: Encoder, mode_selection: str = "none") -> VINNPolicy:
-        if id(enc) not in embeddings:  # once per encoder: the same embeddings choose k and fill the database
-            embeddings[id(enc)] = enc.embed(data.frames)
-        policy, chosen = fit_vinn(enc, embeddings[id(enc)], data, train_rows, val_rows, k, mode_selection)
+    def embed(enc: Encoder, view: str = "image") -> np.ndarray:
+        if (id(enc), view) not in embeddings:  # once per encoder and view: the same embeddings choose k and fill the database
+            embeddings[id(enc), view] = enc.embed(data.observations()[view])
+        return embeddings[id(enc), view]
+
+    def vinn(name: str, enc: Encoder | list[Encoder], keys: np.ndarray, options: dict | None = None,
+             layout: KeyLayout | None = None) -> VINNPolicy:
+        policy, chosen = fit_vinn(enc, keys, data, train_rows, val_rows, k, options, layout)
         out["k_by_method"][name] = chosen["k"]
         if enc is encoder:
-            out.update(chosen)  # VINN's k and validation curve, shared by its mode-selection variants
+            out.update(chosen)  # VINN's k and validation curve
         return policy
 
+    def multiview(name: str, options: dict | None = None) -> VINNPolicy:
+        views = ("image", *(f"{camera}_image" for camera in args.views))
+        if "views" not in out:  # trained (or loaded from the cache) once for vinn_multiview and vinn_plus
+            trained_views.extend(view_encoders(args, data, train_rows, encoder, seed))
+            out["views"] = {"cameras": [args.camera, *args.views], "shared_encoder": args.shared_view_encoder}
+        encoders = trained_views
+        each = [embed(enc, view) for enc, view in zip(encoders, views, strict=True)]
+        layout = KeyLayout.fit([e[train_rows] for e in each], data.episode_ids[train_rows], views)
+        return vinn(name, encoders, layout.key(each), options, layout)
+
+    def with_proprio() -> VINNPolicy:
+        proprio = np.concatenate([data.obs[key] for key in PROPRIO_KEYS], axis=1)
+        errors, layouts = {}, {}
+        for weight in args.proprio_weights:
+            layouts[weight] = KeyLayout.fit([embed(encoder)[train_rows]], data.episode_ids[train_rows], ("image",),
+                                            proprio[train_rows], PROPRIO_KEYS, weight)
+            errors[weight] = float(np.min(choose_k(layouts[weight].key([embed(encoder)], proprio), data, train_rows, val_rows)[1]["mse"]))
+        best = min(errors, key=errors.get)
+        out["proprio_weight"] = {"chosen": best, "val_mse": {str(w): e for w, e in errors.items()}}
+        return vinn("vinn_proprio", encoder, layouts[best].key([embed(encoder)], proprio), layout=layouts[best])
+
     if "vinn" in methods:
-        saved.fit("vinn", lambda: vinn("vinn", encoder))
-    for name in OPTIONAL_METHODS:
+        saved.fit("vinn", lambda: vinn("vinn", encoder, embed(encoder)))
+    chunks = {"chunk": args.chunk, "requery": args.requery}
+    variants = {"vinn_dominant": {"mode_selection": "dominant"}, "vinn_consistent": {"mode_selection": "consistent"}, "vinn_chunk": chunks}
+    for name, options in variants.items():
         if name in methods:
-            saved.fit(name, functools.partial(vinn, name, encoder, name.removeprefix("vinn_")))
+            saved.fit(name, functools.partial(vinn, name, encoder, embed(encoder), options))
+    for name, options in (("vinn_multiview", None), ("vinn_plus", chunks)):
+        if name in methods:
+            saved.fit(name, functools.partial(multiview, name, options))
+    if "vinn_proprio" in methods:
+        saved.fit("vinn_proprio", with_proprio)
     if "vinn_random" in methods:  # the untrained encoder's neighbours, with their own k
         torch.manual_seed(seed)
         untrained = Encoder(encoder.config).to(encoder.device)
-        saved.fit("vinn_random", lambda: vinn("vinn_random", untrained))
+        saved.fit("vinn_random", lambda: vinn("vinn_random", untrained, embed(untrained)))
     return out
+
+
+def view_encoders(args: BenchmarkArgs, data: Demos, train_rows: np.ndarray, encoder: Encoder, seed: int) -> list[Encoder]:
+    """One encoder per view of VINN's multi-view key: VINN's own for the task camera and one of the same kind (BYOL,
+    cached) per --views camera, or with --shared-view-encoder one trained on every view's frames together."""
+    extra = [data.obs[f"{camera}_image"][train_rows] for camera in args.views]
+    if args.shared_view_encoder:
+        shared = build_encoder(args, np.concatenate([data.frames[train_rows], *extra]), seed)[0].to(encoder.device)
+        return [shared] * (1 + len(extra))
+    return [encoder, *(build_encoder(args, frames, seed)[0].to(encoder.device) for frames in extra)]
 
 
 def fit_bc_methods(args: BenchmarkArgs, methods: tuple[str, ...], data: Demos, train_rows: np.ndarray, val_rows: np.ndarray,
@@ -157,6 +201,6 @@ def offline_errors(paths: dict[str, str], data: Demos, rows: np.ndarray) -> dict
     errors = {}
     target = data.actions[rows]
     for name, path in paths.items():
-        pred = predict_frames(load_policy(path), data.frames[rows], data.episode_ids[rows])
+        pred = predict_frames(load_policy(path), data.observations(rows), data.episode_ids[rows])
         errors[name] = {"mse": translation_mse(pred, target), "gripper_accuracy": gripper_accuracy(pred, target, GRIPPER_INDEX)}
     return errors

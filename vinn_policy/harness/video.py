@@ -80,10 +80,14 @@ class NeighbourStrip:
             return None
         size = self.height // self.rows - LABEL
         tiles = [_tile(obs[self.image_key], "query", size)]
-        for i in range(min(self.max_neighbours, nb.indices.shape[1])):
-            row = int(nb.indices[0, i])
-            ep, t = policy.database.episode_ids[row], policy.database.frame_indices[row]
-            tiles.append(_tile(self.demo_frames[row], f"w{nb.weights[0, i]:.2f} e{ep} t{t}", size))
+        plan = getattr(policy, "plan", None)
+        step = int(plan.step[0]) if plan is not None else 0
+        # a chunked plan's step j: the frames it expects now, each neighbour's demonstration j frames on
+        rows, weights = (plan.rows[0, :, step], plan.weights[0, :, step]) if plan is not None else (nb.indices[0], nb.weights[0])
+        for row, weight in list(zip(rows, weights, strict=True))[: self.max_neighbours]:
+            if row >= 0:
+                ep, t = policy.database.episode_ids[row], policy.database.frame_indices[row]
+                tiles.append(_tile(self.demo_frames[row], f"w{weight:.2f} e{ep} t{t}" + (f" +{step}" if step else ""), size))
         return grid(tiles, self.rows)
 
 
