@@ -152,6 +152,7 @@ class EmbeddingDatabase:
         """The search index (built on first use; `.kind` resolves "auto")."""
         if self._index is None:
             self._index = SearchIndex(self.embeddings, self.index_kind, episode_ids=self.episode_ids)
+            self.embeddings = self._index.embeddings  # float16 exact search holds the rows in its own buffer (search.HalfScan)
         return self._index
 
     def query(self, queries: NDArray[np.float32] | torch.Tensor, k: int, temperature: float = 1.0) -> Neighbours:
