@@ -8,7 +8,7 @@ import torch
 
 from vinn_policy import EmbeddingDatabase, Encoder, EncoderConfig, VINNPolicy
 from vinn_policy import search as search_module
-from vinn_policy.lwr import inner_products, knn
+from vinn_policy.lwr import knn, nearest_rows, squared_norms
 from vinn_policy.search import HalfScan, SearchIndex
 
 
@@ -130,10 +130,24 @@ def test_float16_exact_search_scans_the_stored_halves_once_in_row_ranges(batch):
     assert torch.equal(rows.float(), torch.from_numpy(keys).half().float())  # the view keeps its buffer alive
 
 
-def test_one_query_and_a_batch_take_the_same_inner_products():
+@pytest.mark.parametrize("transposed", [False, True])
+def test_one_query_and_a_batch_rank_rows_as_brute_force_does_in_either_layout(transposed):
     keys, q = torch.from_numpy(trajectories()), torch.from_numpy(trajectories(episodes=1, seed=1)[:3])
-    torch.testing.assert_close(inner_products(q[:1], keys), (q[:1] @ keys.T), rtol=1e-4, atol=1e-3)
-    torch.testing.assert_close(inner_products(q, keys), (q @ keys.T), rtol=1e-4, atol=1e-3)
+    stored = keys.T.contiguous().T if transposed else keys  # how SearchIndex keeps float32 rows for exact search
+    true = torch.cdist(q, keys).argsort(dim=1)[:, :7].sort(dim=1).values.numpy()
+    sq = squared_norms(keys).numpy()
+    for rows in (q[:1], q):
+        found = nearest_rows(rows.numpy(), stored.numpy(), sq, 7)
+        np.testing.assert_array_equal(np.sort(found, axis=1), true[: len(rows)])
+
+
+def test_exact_float32_search_keeps_one_transposed_copy_and_saves_rows(tmp_path):
+    keys = trajectories()
+    db = EmbeddingDatabase(keys, np.zeros((len(keys), 2), np.float32), np.arange(len(keys)) // 50, index="exact")
+    db.search(keys[:1], 3)
+    assert db.embeddings.T.is_contiguous() and torch.equal(db.embeddings, torch.from_numpy(keys))
+    assert db.index.embeddings is db.embeddings
+    assert db.tensors()["db.embeddings"].is_contiguous()  # safetensors needs it
 
 
 def test_ivf_has_four_sqrt_n_cells_and_scans_one_querys_cells_in_parallel():

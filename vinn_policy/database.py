@@ -152,7 +152,7 @@ class EmbeddingDatabase:
         """The search index (built on first use; `.kind` resolves "auto")."""
         if self._index is None:
             self._index = SearchIndex(self.embeddings, self.index_kind, episode_ids=self.episode_ids)
-            self.embeddings = self._index.embeddings  # float16 exact search holds the rows in its own buffer (search.HalfScan)
+            self.embeddings = self._index.embeddings  # exact search holds the rows in its own layout (transposed, or HalfScan's buffer)
         return self._index
 
     def query(self, queries: NDArray[np.float32] | torch.Tensor, k: int, temperature: float = 1.0) -> Neighbours:
@@ -228,7 +228,7 @@ class EmbeddingDatabase:
 
     def tensors(self, prefix: str = "db.") -> dict[str, torch.Tensor]:
         return {
-            prefix + "embeddings": self.embeddings,
+            prefix + "embeddings": self.embeddings.contiguous(),  # exact search keeps them transposed in memory
             prefix + "actions": self.actions,
             prefix + "episode_ids": torch.from_numpy(self.episode_ids),
             prefix + "frame_indices": torch.from_numpy(self.frame_indices),

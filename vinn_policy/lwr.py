@@ -48,24 +48,34 @@ def knn(
         raise ValueError("Cannot search an empty database (N = 0).")
     q = query.float()
     keys_sq = squared_norms(keys) if keys_sq is None else keys_sq
-    # ||q - x||^2 = ||q||^2 - 2 q.x + ||x||^2, one matmul: memory-bound on keys, no (B, N, D) temporary.
-    if keys.dtype == torch.float32:
-        dots = inner_products(q, keys)  # (B, N)
-    else:  # float16 storage: float32 products chunk by chunk (half-precision products reorder the neighbours)
-        dots = torch.cat([q @ chunk.float().T for chunk in keys.split(4096)], dim=1)
-    sq = (q * q).sum(1, keepdim=True) - 2.0 * dots + keys_sq[None, :]  # (B, N)
     k = min(k, keys.shape[0])
-    _, idx = torch.topk(-sq, k, dim=1, largest=True, sorted=True)  # (B, k)
+    # ||q - x||^2 = ||q||^2 - 2 q.x + ||x||^2, one matmul: memory-bound on keys, no (B, N, D) temporary.
+    if keys.dtype == torch.float32 and keys.device.type == "cpu":
+        idx = torch.from_numpy(nearest_rows(q.numpy(), keys.numpy(), keys_sq.numpy(), k))
+    else:  # float16 (or GPU) keys: float32 products chunk by chunk (half-precision products reorder the neighbours)
+        dots = torch.cat([q @ chunk.float().T for chunk in keys.split(4096)], dim=1)
+        _, idx = torch.topk(-(keys_sq[None, :] - 2.0 * dots), k, dim=1)  # (B, k)
     return _like(caller, *exact_distances(q, keys, idx))
 
 
-def inner_products(q: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
-    """(B, D) float32 queries . (N, D) float32 keys -> (B, N), by the kernel that reads the keys fastest (perf.md):
-    OpenBLAS's GEMV through numpy for one query on the CPU (torch's mv, and q @ keys.T, read at about a third of the
-    memory bandwidth whatever its thread count), torch.mm(keys, q.T) for a batch (twice as fast as q @ keys.T)."""
-    if len(q) == 1 and keys.device.type == "cpu":
-        return torch.from_numpy(keys.numpy() @ q[0].numpy())[None]
-    return torch.mm(keys, q.T).T
+def nearest_rows(q: NDArray[np.float32], keys: NDArray[np.float32], keys_sq: NDArray[np.float32], k: int) -> NDArray[np.int64]:
+    """(B, k) rows of keys with the smallest ||x||^2 - 2 q.x (the L2 ranking), unsorted, all in numpy.
+
+    OpenBLAS's GEMV reads keys at the memory bound when they are laid out (D, N) (a transposed view: search.SearchIndex
+    keeps them so), where torch's mv reads at a third of it (perf.md). Staying in numpy keeps OpenBLAS's spinning
+    threads from fighting torch's for the cores between the product and the selection."""
+    if len(q) == 1:
+        s = keys @ q[0]
+        s *= -2.0
+        s += keys_sq
+        s = s[None]
+    else:
+        s = q @ keys.T
+        s *= -2.0
+        s += keys_sq
+    if k >= s.shape[1]:
+        return np.argsort(s, axis=1)[:, :k]
+    return np.argpartition(s, k - 1, axis=1)[:, :k]
 
 
 def check_k(k: object) -> int:

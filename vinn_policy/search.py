@@ -1,7 +1,7 @@
 """Nearest-neighbour search backends of the embedding database.
 
-    exact  brute force: reads every stored embedding once per query. float32 rows go through OpenBLAS's GEMV
-           (numpy) for one query and torch.mm for a batch (lwr.inner_products); float16 rows through faiss's
+    exact  brute force: reads every stored embedding once per query. float32 rows, stored transposed, go through
+           OpenBLAS's GEMV (numpy) for one query and its GEMM for a batch (lwr.nearest_rows); float16 rows through faiss's
            SIMD fp16 scan (IndexScalarQuantizer QT_fp16, whose codes are the rows' IEEE halves), the rows split
            into one range per thread (HalfScan). Both near the memory bound: benchmarks/results/perf.md.
     flat   faiss IndexFlatL2: the same exact answer through faiss (slower for single queries on this CPU; there
@@ -73,6 +73,8 @@ class SearchIndex:
         self.half_scan = HalfScan(embeddings) if self.kind == "exact" and embeddings.dtype == torch.float16 else None
         if self.half_scan is not None:
             self.embeddings = self.half_scan.rows  # the same values, held once: in the scan's buffer
+        elif self.kind == "exact":  # (D, N) in memory, viewed as (N, D): GEMV streams it at the memory bound (lwr.nearest_rows)
+            self.embeddings = embeddings.T.contiguous().T
         if self.kind == "flat":
             faiss = _faiss()
             self._faiss_index = faiss.IndexFlatL2(embeddings.shape[1])
