@@ -110,8 +110,8 @@ def backend_rows(n: int, args: Args, bandwidth: float, gaussian: bool = False) -
 
 
 def act_latency(encoder: Encoder, n: int, k: int, repeats: int) -> dict:
-    """act() latency on an n-frame database (index "auto"), its encoder share, and search+blend with exact search and
-    with ivf: where exact search stops fitting the budget is where "auto" should switch."""
+    """act() latency on an n-frame database with exact search, with ivf and with index="auto", the encoder's own time,
+    and search+blend alone: where exact search stops fitting the budget is where "auto" should switch."""
     rng = np.random.default_rng(0)
     emb, actions, episodes = trajectory_embeddings(n), rng.uniform(-1, 1, (n, 4)).astype(np.float32), np.arange(n) // 50
     size = encoder.config.image_size
@@ -122,13 +122,37 @@ def act_latency(encoder: Encoder, n: int, k: int, repeats: int) -> dict:
     for index in ("exact", "ivf", "auto"):
         db = EmbeddingDatabase(emb, actions, episodes, gripper_index=3, index=index)
         db.query(query, k)  # builds the index
+        policy = VINNPolicy(encoder, db, VINNConfig(k=k, gripper_index=3, index=index))
+        out[f"act_{index}"] = time_calls(lambda p=policy: p.act(image), repeats)
         if index == "auto":
-            policy = VINNPolicy(encoder, db, VINNConfig(k=k, gripper_index=3))
-            out |= {"auto_index": db.index.kind, "act": time_calls(lambda p=policy: p.act(image), repeats)}
+            out["auto_index"] = db.index.kind
         else:
             out[f"search_blend_{index}"] = time_calls(lambda db=db: db.query(query, k), repeats)
-        del db
+        del db, policy
     return out
+
+
+def blas_threads(n: int, encoder: Encoder, k: int, repeats: int) -> list[dict]:
+    """One query's exact search alone and a whole act() on n frames with its GEMV on 1 and on 2 OpenBLAS threads
+    (lwr.SINGLE_QUERY_BLAS_THREADS): two threads read faster, but their idle spinning slows the next encoder pass."""
+    from vinn_policy import lwr
+
+    rng = np.random.default_rng(0)
+    db = EmbeddingDatabase(trajectory_embeddings(n), rng.uniform(-1, 1, (n, 4)).astype(np.float32), np.arange(n) // 50,
+                           gripper_index=3, index="exact")
+    policy = VINNPolicy(encoder, db, VINNConfig(k=k, gripper_index=3, index="exact"))
+    image = rng.integers(0, 255, (encoder.config.image_size,) * 2 + (3,), dtype=np.uint8)
+    query = trajectory_embeddings(1, seed=2)
+    repeats = max(10, min(repeats, 2_000_000 // n))
+    rows, default = [], lwr.SINGLE_QUERY_BLAS_THREADS
+    try:
+        for threads in (1, 2):
+            lwr.SINGLE_QUERY_BLAS_THREADS = threads
+            rows.append({"frames": n, "blas_threads": threads, "search_blend": time_calls(lambda: db.query(query, k), repeats),
+                         "act": time_calls(lambda: policy.act(image), repeats)})
+    finally:
+        lwr.SINGLE_QUERY_BLAS_THREADS = default
+    return rows
 
 
 def code_scans(n: int, recall_k: int, queries: int = 50) -> list[dict]:
@@ -250,18 +274,17 @@ def eval_throughput(episodes: int, horizon: int, workers: int, isolate: bool = F
 
 
 def switch_point(latency: list[dict], budget: float) -> dict:
-    """Where index="auto" should switch: the largest measured size at which exact search keeps act() within `budget`
-    x the encoder's time, the smallest at which it does not, and whether AUTO_IVF_FRAMES lies between."""
-    def fits(r: dict, index: str) -> bool:
-        return r["encoder"]["median_ms"] + r[f"search_blend_{index}"]["median_ms"] <= budget * r["encoder"]["median_ms"]
+    """Where index="auto" should switch: the largest measured size at which act() with exact search stays within
+    `budget` x the encoder's time, the smallest at which it does not, and whether AUTO_IVF_FRAMES lies between."""
+    def ratio(r: dict, index: str) -> float:
+        return r[f"act_{index}"]["median_ms"] / r["encoder"]["median_ms"]
 
-    exact_fits = [r["frames"] for r in latency if fits(r, "exact")]
-    exact_fails = [r["frames"] for r in latency if not fits(r, "exact")]
-    last_fit, first_fail = max(exact_fits, default=None), min(exact_fails, default=None)
+    last_fit = max((r["frames"] for r in latency if ratio(r, "exact") <= budget), default=None)
+    first_fail = min((r["frames"] for r in latency if ratio(r, "exact") > budget), default=None)
     return {"budget": budget, "auto_ivf_frames": AUTO_IVF_FRAMES, "exact_fits_up_to": last_fit, "exact_exceeds_from": first_fail,
+            "auto_within_budget": all(ratio(r, "auto") <= budget for r in latency),
             "threshold_between": (last_fit is None or last_fit < AUTO_IVF_FRAMES) and (first_fail is None or AUTO_IVF_FRAMES <= first_fail),
-            "ivf_fits": {str(r["frames"]): fits(r, "ivf") for r in latency},
-            "auto_act_over_encoder": {str(r["frames"]): r["act"]["median_ms"] / r["encoder"]["median_ms"] for r in latency}}
+            "act_over_encoder": {index: {str(r["frames"]): ratio(r, index) for r in latency} for index in ("exact", "ivf", "auto")}}
 
 
 def plot_act(latency: list[dict], budget: float, path: Path) -> None:
@@ -273,9 +296,8 @@ def plot_act(latency: list[dict], budget: float, path: Path) -> None:
 
     frames = [r["frames"] for r in latency]
     fig, ax = plt.subplots(figsize=(6, 3.6))
-    for index in ("exact", "ivf"):
-        ax.plot(frames, [1 + r[f"search_blend_{index}"]["median_ms"] / r["encoder"]["median_ms"] for r in latency], "o-", label=f"encoder + {index} search")
-    ax.plot(frames, [r["act"]["median_ms"] / r["encoder"]["median_ms"] for r in latency], "k--", label='act(), index="auto"')
+    for index, style in (("exact", "o-"), ("ivf", "s-"), ("auto", "k--")):
+        ax.plot(frames, [r[f"act_{index}"]["median_ms"] / r["encoder"]["median_ms"] for r in latency], style, label=f'act(), index="{index}"')
     ax.axhline(budget, color="grey", lw=0.8)
     ax.axvline(AUTO_IVF_FRAMES, color="grey", lw=0.8, ls=":")
     ax.set(xscale="log", yscale="log", xlabel="database frames", ylabel="time / encoder forward", title="act() against the encoder")
@@ -297,13 +319,14 @@ def main(args: Args) -> dict:
     codes = [r for n in args.database_sizes if n >= min(100_000, max(args.database_sizes)) for r in code_scans(n, args.recall_k)]
     encoder = Encoder(EncoderConfig())
     latency = [act_latency(encoder, n, args.k, args.repeats) for n in args.act_sizes]
+    threads = blas_threads(min(100_000, max(args.database_sizes)), encoder, args.k, args.repeats)
     switch = switch_point(latency, args.act_budget)
     fp16 = float16_effect(args.policy, args.k)
     byol = byol_comparison(byol_config, args.byol_steps)
     evaluation = [eval_throughput(args.eval_episodes, args.eval_horizon, w, isolate) for w, isolate in ((1, False), (1, True), (2, True))]
     data = {"args": asdict(args), "environment": environment(), "read_bandwidth_gb_per_s": bandwidth / 1e9,
             "read_kernels_gb_per_s": {name: b / 1e9 for name, b in reads.items()}, "backends": backends, "code_scans": codes,
-            "act": latency, "auto_switch": switch, "float16_effect": fp16, "byol": {**byol, "config": asdict(byol_config)}, "evaluation": evaluation,
+            "act": latency, "auto_switch": switch, "blas_threads": threads, "float16_effect": fp16, "byol": {**byol, "config": asdict(byol_config)}, "evaluation": evaluation,
             "evaluation_speedup_2_workers": evaluation[2]["steps_per_s"] / evaluation[0]["steps_per_s"],
             "evaluation_speedup_2_workers_vs_1_isolated": evaluation[2]["steps_per_s"] / evaluation[1]["steps_per_s"]}
 
@@ -343,13 +366,18 @@ def main(args: Args) -> dict:
     md += [f"## act() latency (one {encoder.config.image_size} px image, {encoder.config.arch}, k = {args.k})\n",
            f"Budget: act() within {args.act_budget}x the encoder's forward pass at every size. Exact search fits it up to "
            f"{switch['exact_fits_up_to']} frames and exceeds it from {switch['exact_exceeds_from']}; index=\"auto\" switches to ivf at "
-           f"{AUTO_IVF_FRAMES} frames ({'between them' if switch['threshold_between'] else 'NOT between them'}). "
+           f"{AUTO_IVF_FRAMES} frames ({'between them' if switch['threshold_between'] else 'NOT between them'}) and "
+           f"{'stays within the budget at every size' if switch['auto_within_budget'] else 'EXCEEDS the budget somewhere'}. "
            + ("![act latency](act_latency.png)\n" if not args.smoke else "\n"),
-           markdown_table(["frames", "auto index", "act median ms", "act p99 ms", "encoder median ms", "act / encoder",
-                           "exact search+blend ms", "ivf search+blend ms"],
-                          [[r["frames"], r["auto_index"], r["act"]["median_ms"], r["act"]["p99_ms"], r["encoder"]["median_ms"],
-                            f"{r['act']['median_ms'] / r['encoder']['median_ms']:.2f}x", r["search_blend_exact"]["median_ms"],
-                            r["search_blend_ivf"]["median_ms"]] for r in latency])]
+           markdown_table(["frames", "encoder ms", "act exact ms", "act ivf ms", "auto index", "act auto ms", "act auto p99 ms",
+                           "auto / encoder", "exact search+blend ms", "ivf search+blend ms"],
+                          [[r["frames"], r["encoder"]["median_ms"], r["act_exact"]["median_ms"], r["act_ivf"]["median_ms"], r["auto_index"],
+                            r["act_auto"]["median_ms"], r["act_auto"]["p99_ms"], f"{r['act_auto']['median_ms'] / r['encoder']['median_ms']:.2f}x",
+                            r["search_blend_exact"]["median_ms"], r["search_blend_ivf"]["median_ms"]] for r in latency])]
+    md += [f"One query's exact search on 1 and 2 OpenBLAS threads ({threads[0]['frames']} frames): the second thread speeds the "
+           "search alone, but its idle spinning slows the next encoder pass, so act() runs one.\n",
+           markdown_table(["BLAS threads", "search+blend median ms", "act median ms"],
+                          [[r["blas_threads"], r["search_blend"]["median_ms"], r["act"]["median_ms"]] for r in threads])]
     if fp16:
         md += ["## float16 storage on real embeddings\n",
                f"`{fp16['policy']}`: {fp16['queries']} frames of held-out episodes queried against the other {fp16['database_frames']} "

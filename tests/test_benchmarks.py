@@ -65,8 +65,9 @@ def test_perf_smoke(tmp_path):
     assert set(data["read_kernels_gb_per_s"]) == {"torch.sum", "torch.amax", "numpy.sum", "numpy.max"}
     assert {r["codes"] for r in data["code_scans"]} == {"fp16", "int8"} and data["code_scans"][0]["recall_at_10"] > 0.9
     act = data["act"][0]
-    assert act["auto_index"] == "exact" and {"search_blend_exact", "search_blend_ivf", "encoder"} <= set(act)
-    assert data["auto_switch"]["auto_act_over_encoder"]["1000"] == pytest.approx(act["act"]["median_ms"] / act["encoder"]["median_ms"])
+    assert act["auto_index"] == "exact" and {"search_blend_exact", "search_blend_ivf", "act_exact", "act_ivf", "act_auto"} <= set(act)
+    ratio = data["auto_switch"]["act_over_encoder"]["auto"]["1000"]
+    assert ratio == pytest.approx(act["act_auto"]["median_ms"] / act["encoder"]["median_ms"])
     exact = {r["storage"]: r for r in data["backends"] if r["index"] == "exact" and r["data"] == "trajectories"}
     for storage, bytes_per_value in (("float32", 4), ("float16", 2)):
         stored_mb = exact[storage]["frames"] * 512 * bytes_per_value / 1e6

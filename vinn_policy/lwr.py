@@ -6,6 +6,8 @@ B = queries, N = database frames, D = embedding size, A = action size.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
 from numpy.typing import NDArray
@@ -58,14 +60,29 @@ def knn(
     return _like(caller, *exact_distances(q, keys, idx))
 
 
+SINGLE_QUERY_BLAS_THREADS = 1
+"""OpenBLAS threads of one query's GEMV (see nearest_rows; perf.py measures 1 against 2)."""
+
+
+@functools.cache
+def _blas_threads():
+    """threadpoolctl's handle on the loaded BLAS libraries (numpy's OpenBLAS), found once."""
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController().select(user_api="blas")
+
+
 def nearest_rows(q: NDArray[np.float32], keys: NDArray[np.float32], keys_sq: NDArray[np.float32], k: int) -> NDArray[np.int64]:
     """(B, k) rows of keys with the smallest ||x||^2 - 2 q.x (the L2 ranking), unsorted, all in numpy.
 
-    OpenBLAS's GEMV reads keys at the memory bound when they are laid out (D, N) (a transposed view: search.SearchIndex
-    keeps them so), where torch's mv reads at a third of it (perf.md). Staying in numpy keeps OpenBLAS's spinning
-    threads from fighting torch's for the cores between the product and the selection."""
+    OpenBLAS's GEMV reads keys near the memory bound when they are laid out (D, N) (a transposed view: search.SearchIndex
+    keeps them so), where torch's mv reads at a third of it (perf.md). One query's GEMV runs on one OpenBLAS thread
+    (SINGLE_QUERY_BLAS_THREADS):
+    idle OpenBLAS helpers spin for a while after each call and slowed the next act()'s encoder by more than the
+    second thread saves. Staying in numpy for the selection keeps torch's threads out of it too."""
     if len(q) == 1:
-        s = keys @ q[0]
+        with _blas_threads().limit(limits=SINGLE_QUERY_BLAS_THREADS):
+            s = keys @ q[0]
         s *= -2.0
         s += keys_sq
         s = s[None]

@@ -30,8 +30,9 @@ from vinn_policy.lwr import check_k, exact_distances, knn, knn_other_groups, squ
 
 INDEXES = ("auto", "exact", "flat", "ivf")
 STORAGES = ("float32", "float16")
-AUTO_IVF_FRAMES = 100_000
-"""From here on "auto" uses ivf: exact search over 100k x 512 float32 takes ~9 ms here, as long as the encoder."""
+AUTO_IVF_FRAMES = 10_000
+"""From here on "auto" uses ivf: act() with exact search exceeds 1.2x the encoder's forward pass (ResNet-18, 84 px, 2
+threads) from ~10k frames, act() with ivf stays within 1.1x up to 1M (benchmarks/results/perf.md, act_latency.png)."""
 IVF_CELLS_PER_SQRT_N = 4
 """faiss's guideline (4-16 sqrt(N) cells): at 1M frames 4000 cells reach the target recall reading ~3x fewer rows than
 sqrt(N) = 1000 cells (perf.md)."""
