@@ -173,11 +173,13 @@ def code_scans(n: int, recall_k: int, queries: int = 50) -> list[dict]:
             scan.index.train(emb[np.random.default_rng(0).choice(n, min(n, 100_000), replace=False)])
             scan.index.add(emb)
         found = np.concatenate([scan.search(torch.from_numpy(q[i : i + 1]), recall_k).numpy() for i in range(queries)])
-        faiss.omp_set_num_threads(1)
         cycle = iter(np.tile(np.arange(queries), 1000))
+        threads = torch.get_num_threads()
+        faiss.omp_set_num_threads(1)  # faiss's OpenMP calls land in torch's libgomp here: both drop to 1 thread ...
         one = time_calls(lambda s=scan, c=cycle: s.index.search(q[next(c)][None], recall_k), max(10, min(200, 2_000_000 // n)))
+        faiss.omp_set_num_threads(threads)
+        torch.set_num_threads(threads)  # ... so both are restored
         split = time_calls(lambda s=scan, c=cycle: s.search(torch.from_numpy(q[next(c)][None]), recall_k), max(10, min(200, 2_000_000 // n)))
-        faiss.omp_set_num_threads(torch.get_num_threads())
         rows.append({"frames": n, "codes": name, "bytes_per_frame": scan.index.code_size, "one_thread": one, "row_ranges": split,
                      "threads": scan.threads, f"recall_at_{recall_k}": recall(list(found), truth)})
         del scan
@@ -312,6 +314,7 @@ def main(args: Args) -> dict:
         args.database_sizes, args.act_sizes, args.byol_steps, args.repeats, args.queries = (1_000,), (1_000,), 1, 5, 20
         args.eval_episodes, args.eval_horizon = 2, 5
     byol_config = BYOLConfig(batch_size=8, hidden_dim=256) if args.smoke else BYOLConfig()
+    threads = torch.get_num_threads()  # the header's: the in-process evaluation below leaves torch on one
     reads = read_kernels(0.25 if args.smoke else 1.0)
     bandwidth = max(reads.values())
     backends = [r for n in args.database_sizes for r in backend_rows(n, args, bandwidth)]
@@ -319,14 +322,14 @@ def main(args: Args) -> dict:
     codes = [r for n in args.database_sizes if n >= min(100_000, max(args.database_sizes)) for r in code_scans(n, args.recall_k)]
     encoder = Encoder(EncoderConfig())
     latency = [act_latency(encoder, n, args.k, args.repeats) for n in args.act_sizes]
-    threads = blas_threads(min(100_000, max(args.database_sizes)), encoder, args.k, args.repeats)
+    blas = blas_threads(min(100_000, max(args.database_sizes)), encoder, args.k, args.repeats)
     switch = switch_point(latency, args.act_budget)
     fp16 = float16_effect(args.policy, args.k)
     byol = byol_comparison(byol_config, args.byol_steps)
     evaluation = [eval_throughput(args.eval_episodes, args.eval_horizon, w, isolate) for w, isolate in ((1, False), (1, True), (2, True))]
     data = {"args": asdict(args), "environment": environment(), "read_bandwidth_gb_per_s": bandwidth / 1e9,
             "read_kernels_gb_per_s": {name: b / 1e9 for name, b in reads.items()}, "backends": backends, "code_scans": codes,
-            "act": latency, "auto_switch": switch, "blas_threads": threads, "float16_effect": fp16, "byol": {**byol, "config": asdict(byol_config)}, "evaluation": evaluation,
+            "act": latency, "auto_switch": switch, "blas_threads": blas, "torch_threads": threads, "float16_effect": fp16, "byol": {**byol, "config": asdict(byol_config)}, "evaluation": evaluation,
             "evaluation_speedup_2_workers": evaluation[2]["steps_per_s"] / evaluation[0]["steps_per_s"],
             "evaluation_speedup_2_workers_vs_1_isolated": evaluation[2]["steps_per_s"] / evaluation[1]["steps_per_s"]}
 
@@ -337,7 +340,7 @@ def main(args: Args) -> dict:
     def versus_float32(r: dict) -> str:
         return f"{r['search_blend']['median_ms'] / exact32[r['frames']]:.2f}x" if r["data"] == "trajectories" and r["frames"] in exact32 else "–"
 
-    md = [f"# VINN performance ({data['environment']['date']}, torch {torch.__version__}, {torch.get_num_threads()} threads)\n",
+    md = [f"# VINN performance ({data['environment']['date']}, torch {torch.__version__}, {threads} threads)\n",
           f"Memory read bandwidth, measured in this run: **{bandwidth / 1e9:.1f} GB/s**, the fastest of "
           + ", ".join(f"{name} {b / 1e9:.1f}" for name, b in reads.items())
           + " GB/s over a 1 GiB float32 buffer. The bound of exact search is the stored embeddings' bytes / that bandwidth.\n",
@@ -374,10 +377,10 @@ def main(args: Args) -> dict:
                           [[r["frames"], r["encoder"]["median_ms"], r["act_exact"]["median_ms"], r["act_ivf"]["median_ms"], r["auto_index"],
                             r["act_auto"]["median_ms"], r["act_auto"]["p99_ms"], f"{r['act_auto']['median_ms'] / r['encoder']['median_ms']:.2f}x",
                             r["search_blend_exact"]["median_ms"], r["search_blend_ivf"]["median_ms"]] for r in latency])]
-    md += [f"One query's exact search on 1 and 2 OpenBLAS threads ({threads[0]['frames']} frames): the second thread speeds the "
+    md += [f"One query's exact search on 1 and 2 OpenBLAS threads ({blas[0]['frames']} frames): the second thread speeds the "
            "search alone, but its idle spinning slows the next encoder pass, so act() runs one.\n",
            markdown_table(["BLAS threads", "search+blend median ms", "act median ms"],
-                          [[r["blas_threads"], r["search_blend"]["median_ms"], r["act"]["median_ms"]] for r in threads])]
+                          [[r["blas_threads"], r["search_blend"]["median_ms"], r["act"]["median_ms"]] for r in blas])]
     if fp16:
         md += ["## float16 storage on real embeddings\n",
                f"`{fp16['policy']}`: {fp16['queries']} frames of held-out episodes queried against the other {fp16['database_frames']} "
