@@ -179,3 +179,66 @@ def test_summary_says_no_significant_difference_not_level_when_holm_does_not_rej
     paired = summarize(rows)["paired"]
     assert paired["bc"]["verdict"] == "no significant difference" and paired["bc"]["holm_p"] >= paired["bc"]["mcnemar_p"]
     assert paired["random"]["verdict"] == "reference better" and paired["random"]["holm_p"] == pytest.approx(2 * paired["random"]["mcnemar_p"])
+
+
+class CountingEnv:
+    """Three steps per episode, success on even seeds: enough to roll a policy out without a simulator."""
+
+    def __init__(self, steps: int = 3) -> None:
+        self.steps, self.unwrapped = steps, self
+
+    def reset(self, seed=None):
+        self.seed, self.t = seed, 0
+        return {"image": np.zeros((8, 8, 3), np.uint8)}, {"is_success": False}
+
+    def step(self, action):
+        self.t += 1
+        done = self.t >= self.steps
+        return {"image": np.zeros((8, 8, 3), np.uint8)}, 0.0, done, False, {"is_success": done and self.seed % 2 == 0}
+
+    def close(self):
+        pass
+
+
+def make_counting_env(steps: int = 3) -> CountingEnv:
+    return CountingEnv(steps)
+
+
+def test_evaluation_rows_are_cached_per_policy_env_and_seeds_so_a_stopped_run_resumes(tmp_path, monkeypatch):
+    import functools
+
+    from vinn_policy.baselines import RandomPolicy
+    from vinn_policy.harness import evaluation
+
+    paths = {name: str(RandomPolicy(seed=i).save(tmp_path / name)) for i, name in enumerate(("a", "b"))}
+    make = functools.partial(make_counting_env, steps=3)
+    rolled, real = [], evaluation.run_jobs
+
+    def run_jobs(make_env, jobs, workers, **kw):
+        for job, episode in zip(jobs, real(make_env, jobs, 1, **kw), strict=True):
+            if job[0] == "b" and stop_at_b:
+                raise KeyboardInterrupt  # the session ends while b is being evaluated
+            rolled.append(job[0])
+            yield episode
+
+    monkeypatch.setattr(evaluation, "run_jobs", run_jobs)
+    stop_at_b, seeds = True, [0, 1, 2]
+    with pytest.raises(KeyboardInterrupt):
+        evaluation.evaluate_methods(make, paths, seeds, workers=1, progress=False, cache_dir=tmp_path / "cache")
+    assert rolled == ["a"] * 3 and len(list((tmp_path / "cache").glob("eval-*.json"))) == 1  # a's rows were kept
+    stop_at_b, rolled[:] = False, []
+    rows = evaluation.evaluate_methods(make, paths, seeds, workers=1, progress=False, cache_dir=tmp_path / "cache")
+    assert rolled == ["b"] * 3  # only what had no rows yet
+    assert [(r["method"], r["seed"], r["success"]) for r in rows] == [(m, s, s % 2 == 0) for m in ("a", "b") for s in seeds]
+    rolled[:] = []
+    again = evaluation.evaluate_methods(make, {"renamed": paths["a"]}, seeds, workers=1, progress=False, cache_dir=tmp_path / "cache")
+    assert rolled == [] and [r["method"] for r in again] == ["renamed"] * 3
+    for changed in ({"make": functools.partial(make_counting_env, steps=4)}, {"seeds": [0, 1, 3]}):
+        rolled[:] = []
+        evaluation.evaluate_methods(changed.get("make", make), {"a": paths["a"]}, changed.get("seeds", seeds), workers=1,
+                                    progress=False, cache_dir=tmp_path / "cache")
+        assert rolled == ["a"] * 3  # another env or other seeds are another evaluation
+    RandomPolicy(seed=9).save(tmp_path / "a")  # a retrained policy at the same path
+    rolled[:] = []
+    evaluation.evaluate_methods(make, {"a": paths["a"]}, seeds, workers=1, progress=False, cache_dir=tmp_path / "cache")
+    assert rolled == ["a"] * 3

@@ -95,7 +95,7 @@ def train_and_evaluate(args: BenchmarkArgs, stages: Stages, data: Demos, make,
     trained = stages.run(f"policies{label}", train_policies, args, data, args.demos, encoder, policy_dir(args.work_dir, training),
                          seed=training, methods=methods)
     rows = stages.run(f"evaluation{label}", evaluate_methods, make, trained["paths"], args.eval_seeds(), args.workers,
-                      provenance=args.provenance)
+                      provenance=args.provenance, cache_dir=args.cache_dir)
     for r in rows:
         r["training"] = training
         if "provenance" in r:  # per-step neighbour lists are large: one file per episode, not results.json
@@ -169,7 +169,7 @@ def _k_sweep(args: BenchmarkArgs, data: Demos, encoder: Encoder, run_dir: Path, 
         policy = VINNPolicy.fit(data.frames[train_rows], data.actions[train_rows], data.episode_ids[train_rows],
                                 encoder=encoder, k=k, gripper_index=GRIPPER_INDEX)
         path = policy.save(run_dir / "sweep" / f"vinn_k{k}")
-        rows = evaluate_methods(make, {f"vinn_k{k}": path}, args.eval_seeds(), args.workers)
+        rows = evaluate_methods(make, {f"vinn_k{k}": path}, args.eval_seeds(), args.workers, cache_dir=args.cache_dir)
         out[str(k)] = summ(rows)["methods"][f"vinn_k{k}"]
     return out
 
@@ -192,7 +192,7 @@ def _demo_sweep(args: BenchmarkArgs, data: Demos, encoder: Encoder, run_dir: Pat
         sweep_encoder = encoder if shared else build_encoder(args, data.frames[data.episode_ids < n])[0]
         trained = train_policies(args, data, n, sweep_encoder, run_dir / "sweep" / f"demos{n}", k=main.get("k") if shared else None,
                                  methods=methods)
-        rows = evaluate_methods(make, trained["paths"], args.eval_seeds(), args.workers)
+        rows = evaluate_methods(make, trained["paths"], args.eval_seeds(), args.workers, cache_dir=args.cache_dir)
         out[str(n)] = {"summary": summarize(rows)["methods"], "offline": trained["offline"], "k": trained.get("k")}
     return out
 

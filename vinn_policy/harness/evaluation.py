@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import functools
+import hashlib
+import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -11,6 +13,7 @@ import numpy as np
 from scipy.stats import binomtest, mannwhitneyu
 from tqdm.auto import tqdm
 
+from vinn_policy.artefact import artefact_digest, atomic_write_text
 from vinn_policy.baselines import load_policy
 from vinn_policy.harness.rollout import Episode, run_jobs
 
@@ -69,29 +72,68 @@ def evaluate_methods(
     workers: int = 2,
     progress: bool = True,
     provenance: bool = False,
+    cache_dir: str | Path | None = None,
 ) -> list[dict[str, Any]]:
     """Roll out every saved policy on the same seeds; one row per (method, seed).
 
     Workers load each policy from its artefact directory, so what is evaluated is exactly what was saved.
     VINN rows also carry the per-step uncertainty (and, with `provenance`, every step's neighbours).
+    With `cache_dir`, each policy's rows are kept under cache_dir/eval-<hash>.json as soon as its last episode ends
+    (see `evaluation_key`), and a policy with rows there is not rolled out again: a long run that was stopped
+    resumes where it was.
     """
-    jobs = [(m, functools.partial(load_policy, str(p)), int(s)) for m, p in policy_dirs.items() for s in seeds]
-    rows: list[dict[str, Any]] = []
+    keys = {m: evaluation_key(p, make_env, seeds) for m, p in policy_dirs.items()} if cache_dir and not provenance else {}
+    done = {m: rows for m, key in keys.items() if key and (rows := _cached_rows(Path(cache_dir), key, m)) is not None}
+    todo = {m: p for m, p in policy_dirs.items() if m not in done}
+    jobs = [(m, functools.partial(load_policy, str(p)), int(s)) for m, p in todo.items() for s in seeds]
+    fresh: dict[str, list[dict[str, Any]]] = {m: [] for m in todo}
     bar, successes = None, 0
     trace = functools.partial(step_trace, provenance=provenance)
-    for i, episode in enumerate(run_jobs(make_env, jobs, workers, trace=trace)):
+    for i, episode in enumerate(run_jobs(make_env, jobs, workers, trace=trace) if jobs else ()):
         method = jobs[i][0]
         if i % len(seeds) == 0:  # one bar per method, with its running success rate
             if bar is not None:
                 bar.close()
             bar, successes = tqdm(total=len(seeds), desc=f"eval {method}", unit="ep", disable=not progress), 0
         successes += episode.success
-        rows.append(episode_row(method, episode))
+        fresh[method].append(episode_row(method, episode))
         bar.update(1)
         bar.set_postfix(success=f"{successes / (i % len(seeds) + 1):.0%}")
+        if len(fresh[method]) == len(seeds) and keys.get(method):
+            atomic_write_text(Path(cache_dir) / f"eval-{keys[method]}.json", json.dumps(fresh[method]))
     if bar is not None:
         bar.close()
-    return rows
+    if done and progress:
+        print(f"evaluation: {sorted(done)} reused from {cache_dir} (same policy, env and seeds)", flush=True)
+    return [row for m in policy_dirs for row in (done.get(m) or fresh[m])]
+
+
+EVALUATION_CACHE_VERSION = 1
+"""Part of every evaluation cache key: bump it when rollouts of the same policy, env and seed would change."""
+
+
+def evaluation_key(policy_dir: str | Path, make_env: Callable[[], Any], seeds: Sequence[int]) -> str | None:
+    """What determines a policy's evaluation rows: its artefact (config.json's digest, which covers the weights), the
+    env (make_env's arguments: a functools.partial of make_env(task, ...)) and the seeds. None (no caching) when the
+    env cannot be described that way."""
+    if not isinstance(make_env, functools.partial) or not (Path(policy_dir) / "config.json").exists():
+        return None
+    try:
+        env = json.dumps({"fn": getattr(make_env.func, "__qualname__", str(make_env.func)), "args": make_env.args,
+                          "kwargs": make_env.keywords}, sort_keys=True)
+    except TypeError:  # an argument JSON cannot hold: no stable key
+        return None
+    parts = (artefact_digest(policy_dir), env, json.dumps([int(s) for s in seeds]), str(EVALUATION_CACHE_VERSION))
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:20]
+
+
+def _cached_rows(cache_dir: Path, key: str, method: str) -> list[dict[str, Any]] | None:
+    """A policy's cached rows under this run's method name, or None if there are none (or they are unreadable)."""
+    try:
+        rows = json.loads((cache_dir / f"eval-{key}.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return [{**row, "method": method} for row in rows] if isinstance(rows, list) else None
 
 
 def episode_row(method: str, episode: Episode) -> dict[str, Any]:
