@@ -61,7 +61,13 @@ def test_perf_smoke(tmp_path):
     # The bound, checked from what a reader knows rather than perf.py's formula: exact search must read every
     # stored embedding once, 512 values of 4 (float32) or 2 (float16) bytes per frame, at the measured bandwidth.
     gb_per_s = data["read_bandwidth_gb_per_s"]
-    assert 0.1 < gb_per_s < 2000
+    assert 0.1 < gb_per_s < 2000 and gb_per_s == max(data["read_kernels_gb_per_s"].values())  # the best of several read kernels
+    assert set(data["read_kernels_gb_per_s"]) == {"torch.sum", "torch.amax", "numpy.sum", "numpy.max"}
+    assert {r["codes"] for r in data["code_scans"]} == {"fp16", "int8"} and data["code_scans"][0]["recall_at_10"] > 0.9
+    act = data["act"][0]
+    assert act["auto_index"] == "exact" and {"search_blend_exact", "search_blend_ivf", "act_exact", "act_ivf", "act_auto"} <= set(act)
+    ratio = data["auto_switch"]["act_over_encoder"]["auto"]["1000"]
+    assert ratio == pytest.approx(act["act_auto"]["median_ms"] / act["encoder"]["median_ms"])
     exact = {r["storage"]: r for r in data["backends"] if r["index"] == "exact" and r["data"] == "trajectories"}
     for storage, bytes_per_value in (("float32", 4), ("float16", 2)):
         stored_mb = exact[storage]["frames"] * 512 * bytes_per_value / 1e6

@@ -1,13 +1,15 @@
 """Search backends: every index answers like exact search (ivf up to its measured recall), float16 storage."""
 
+import gc
+
 import numpy as np
 import pytest
 import torch
 
 from vinn_policy import EmbeddingDatabase, Encoder, EncoderConfig, VINNPolicy
 from vinn_policy import search as search_module
-from vinn_policy.lwr import knn
-from vinn_policy.search import SearchIndex
+from vinn_policy.lwr import knn, nearest_rows, squared_norms
+from vinn_policy.search import HalfScan, SearchIndex
 
 
 def trajectories(episodes: int = 60, frames: int = 50, dim: int = 64, seed: int = 0) -> np.ndarray:
@@ -32,7 +34,7 @@ def test_every_index_finds_the_exact_neighbours(kind):
     d, i = index.search(queries, 10)
     assert recall(i, true_i) >= (0.95 if kind == "ivf" else 1.0)
     if kind == "ivf":  # nprobe was tuned to the target recall, visiting only some of the sqrt(N) cells
-        assert 1 <= index.nprobe < int(np.sqrt(len(keys)))
+        assert 1 <= index.nprobe < index._faiss_index.nlist
     if kind != "ivf":
         torch.testing.assert_close(d, true_d, rtol=0, atol=1e-5)
     # distances are always re-measured exactly, whatever proposed the rows
@@ -43,7 +45,7 @@ def test_ivf_visiting_every_cell_is_exact():
     keys = torch.from_numpy(trajectories())
     queries = torch.from_numpy(trajectories(episodes=2, seed=3))
     index = SearchIndex(keys, "ivf", nprobe=10_000)
-    assert index.nprobe == int(np.sqrt(len(keys)))  # nprobe is capped at nlist
+    assert index.nprobe == index._faiss_index.nlist  # nprobe is capped at nlist
     assert torch.equal(index.search(queries, 5)[1], knn(queries, keys, 5)[1])
 
 
@@ -108,3 +110,49 @@ def test_policy_config_must_match_its_database():
 
     with pytest.raises(ValueError, match="must match the database"):
         VINNPolicy(encoder, db, VINNConfig())
+
+
+@pytest.mark.parametrize("batch", [1, 7])
+def test_float16_exact_search_scans_the_stored_halves_once_in_row_ranges(batch):
+    keys = trajectories()
+    queries = torch.from_numpy(trajectories(episodes=1, seed=1)[:batch])
+    db = EmbeddingDatabase(keys, np.zeros((len(keys), 2), np.float32), np.arange(len(keys)) // 50, index="exact", storage="float16")
+    d, i = db.search(queries, 10)
+    true_d, true_i = knn(queries, torch.from_numpy(keys).half(), 10)
+    assert torch.equal(i, true_i) and torch.allclose(d, true_d, atol=1e-5)
+    scan = db.index.half_scan
+    assert db.embeddings.data_ptr() == int(scan.index.codes.data())  # one copy of the rows: the scan's buffer
+    for threads in (1, 3):  # any split into row ranges finds the same rows
+        assert torch.equal(HalfScan(db.embeddings, threads).search(queries, 10), i)
+    rows = db.embeddings
+    del db, scan
+    gc.collect()
+    assert torch.equal(rows.float(), torch.from_numpy(keys).half().float())  # the view keeps its buffer alive
+
+
+@pytest.mark.parametrize("transposed", [False, True])
+def test_one_query_and_a_batch_rank_rows_as_brute_force_does_in_either_layout(transposed):
+    keys, q = torch.from_numpy(trajectories()), torch.from_numpy(trajectories(episodes=1, seed=1)[:3])
+    stored = keys.T.contiguous().T if transposed else keys  # how SearchIndex keeps float32 rows for exact search
+    true = torch.cdist(q, keys).argsort(dim=1)[:, :7].sort(dim=1).values.numpy()
+    sq = squared_norms(keys).numpy()
+    for rows in (q[:1], q):
+        found = nearest_rows(rows.numpy(), stored.numpy(), sq, 7)
+        np.testing.assert_array_equal(np.sort(found, axis=1), true[: len(rows)])
+
+
+def test_exact_float32_search_keeps_one_transposed_copy_and_saves_rows(tmp_path):
+    keys = trajectories()
+    db = EmbeddingDatabase(keys, np.zeros((len(keys), 2), np.float32), np.arange(len(keys)) // 50, index="exact")
+    db.search(keys[:1], 3)
+    assert db.embeddings.T.is_contiguous() and torch.equal(db.embeddings, torch.from_numpy(keys))
+    assert db.index.embeddings is db.embeddings
+    assert db.tensors()["db.embeddings"].is_contiguous()  # safetensors needs it
+
+
+def test_ivf_has_four_sqrt_n_cells_and_scans_one_querys_cells_in_parallel():
+    keys = torch.from_numpy(trajectories(episodes=400))  # 20k rows
+    index = SearchIndex(keys, "ivf", episode_ids=np.arange(len(keys)) // 50)
+    nlist = index._faiss_index.nlist
+    assert nlist == min(int(4 * np.sqrt(len(keys))), len(keys) // 40) and nlist > 3 * np.sqrt(len(keys))
+    assert index._faiss_index.parallel_mode == 1

@@ -123,6 +123,9 @@ class EmbeddingDatabase:
         self.episode_ids = ep.copy()
         self.frame_indices = fi.copy()
         self.gripper_index = gripper_index
+        if gripper_index is not None:  # the gripper's two commands, once: a per-query scan of the column cost 5 ms at 100k frames
+            column = self.actions[:, gripper_index]
+            self._gripper_levels = (column.min(), column.max())
         self._index: SearchIndex | None = None  # built on first search: LOEO, extend etc. never need it
         self._order: NDArray[np.int64] | None = None  # for successors(), built on first use
         self._place: NDArray[np.int64] | None = None
@@ -154,6 +157,7 @@ class EmbeddingDatabase:
         """The search index (built on first use; `.kind` resolves "auto")."""
         if self._index is None:
             self._index = SearchIndex(self.embeddings, self.index_kind, episode_ids=self.episode_ids)
+            self.embeddings = self._index.embeddings  # exact search holds the rows in its own layout (transposed, or HalfScan's buffer)
         return self._index
 
     def query(self, queries: NDArray[np.float32] | torch.Tensor, k: int, temperature: float = 1.0) -> Neighbours:
@@ -236,14 +240,14 @@ class EmbeddingDatabase:
         blended = (w.unsqueeze(-1) * neigh).sum(1)  # (B, A)
         if self.gripper_index is not None:
             g = self.gripper_index
-            lo, hi = self.actions[:, g].min(), self.actions[:, g].max()
+            lo, hi = self._gripper_levels
             closed_weight = (w * (neigh[..., g] > (lo + hi) / 2)).sum(1)  # (B,)
             blended[:, g] = torch.where(closed_weight >= 0.5, hi, lo)
         return blended
 
     def tensors(self, prefix: str = "db.") -> dict[str, torch.Tensor]:
         return {
-            prefix + "embeddings": self.embeddings,
+            prefix + "embeddings": self.embeddings.contiguous(),  # exact search keeps them transposed in memory
             prefix + "actions": self.actions,
             prefix + "episode_ids": torch.from_numpy(self.episode_ids),
             prefix + "frame_indices": torch.from_numpy(self.frame_indices),

@@ -6,6 +6,8 @@ B = queries, N = database frames, D = embedding size, A = action size.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
 from numpy.typing import NDArray
@@ -48,15 +50,49 @@ def knn(
         raise ValueError("Cannot search an empty database (N = 0).")
     q = query.float()
     keys_sq = squared_norms(keys) if keys_sq is None else keys_sq
-    # ||q - x||^2 = ||q||^2 - 2 q.x + ||x||^2, one matmul: memory-bound on keys, no (B, N, D) temporary.
-    if keys.dtype == torch.float32:
-        dots = q @ keys.T  # (B, N)
-    else:  # float16 storage: float32 products chunk by chunk (half-precision products reorder the neighbours)
-        dots = torch.cat([q @ chunk.float().T for chunk in keys.split(4096)], dim=1)
-    sq = (q * q).sum(1, keepdim=True) - 2.0 * dots + keys_sq[None, :]  # (B, N)
     k = min(k, keys.shape[0])
-    _, idx = torch.topk(-sq, k, dim=1, largest=True, sorted=True)  # (B, k)
+    # ||q - x||^2 = ||q||^2 - 2 q.x + ||x||^2, one matmul: memory-bound on keys, no (B, N, D) temporary.
+    if keys.dtype == torch.float32 and keys.device.type == "cpu":
+        idx = torch.from_numpy(nearest_rows(q.numpy(), keys.numpy(), keys_sq.numpy(), k))
+    else:  # float16 (or GPU) keys: float32 products chunk by chunk (half-precision products reorder the neighbours)
+        dots = torch.cat([q @ chunk.float().T for chunk in keys.split(4096)], dim=1)
+        _, idx = torch.topk(-(keys_sq[None, :] - 2.0 * dots), k, dim=1)  # (B, k)
     return _like(caller, *exact_distances(q, keys, idx))
+
+
+SINGLE_QUERY_BLAS_THREADS = 1
+"""OpenBLAS threads of one query's GEMV (see nearest_rows; perf.py measures 1 against 2)."""
+
+
+@functools.cache
+def _blas_threads():
+    """threadpoolctl's handle on the loaded BLAS libraries (numpy's OpenBLAS), found once."""
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController().select(user_api="blas")
+
+
+def nearest_rows(q: NDArray[np.float32], keys: NDArray[np.float32], keys_sq: NDArray[np.float32], k: int) -> NDArray[np.int64]:
+    """(B, k) rows of keys with the smallest ||x||^2 - 2 q.x (the L2 ranking), unsorted, all in numpy.
+
+    OpenBLAS's GEMV reads keys near the memory bound when they are laid out (D, N) (a transposed view: search.SearchIndex
+    keeps them so), where torch's mv reads at a third of it (perf.md). One query's GEMV runs on one OpenBLAS thread
+    (SINGLE_QUERY_BLAS_THREADS):
+    idle OpenBLAS helpers spin for a while after each call and slowed the next act()'s encoder by more than the
+    second thread saves. Staying in numpy for the selection keeps torch's threads out of it too."""
+    if len(q) == 1:
+        with _blas_threads().limit(limits=SINGLE_QUERY_BLAS_THREADS):
+            s = keys @ q[0]
+        s *= -2.0
+        s += keys_sq
+        s = s[None]
+    else:
+        s = q @ keys.T
+        s *= -2.0
+        s += keys_sq
+    if k >= s.shape[1]:
+        return np.argsort(s, axis=1)[:, :k]
+    return np.argpartition(s, k - 1, axis=1)[:, :k]
 
 
 def check_k(k: object) -> int:

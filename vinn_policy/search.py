@@ -1,24 +1,27 @@
 """Nearest-neighbour search backends of the embedding database.
 
-    exact  torch brute force (lwr.knn): reads every stored embedding once per query. Fastest up to ~100k
-           frames here (0.7 ms at 10k, near the memory-bandwidth bound; see benchmarks/results/perf.md).
-    flat   faiss IndexFlatL2: the same exact answer through faiss (slower than torch for single queries
-           on this CPU; there for comparison and for faiss users).
-    ivf    faiss IndexIVFFlat: approximate; k-means splits the database into ~sqrt(N) cells and a query visits
-           the `nprobe` nearest, tuned at build time to IVF_TARGET_RECALL on the database's own frames.
-           Recall on held-out queries is measured in perf.py.
+    exact  brute force: reads every stored embedding once per query. float32 rows, stored transposed, go through
+           OpenBLAS's GEMV (numpy) for one query and its GEMM for a batch (lwr.nearest_rows); float16 rows through faiss's
+           SIMD fp16 scan (IndexScalarQuantizer QT_fp16, whose codes are the rows' IEEE halves), the rows split
+           into one range per thread (HalfScan). Both near the memory bound: benchmarks/results/perf.md.
+    flat   faiss IndexFlatL2: the same exact answer through faiss (slower for single queries on this CPU; there
+           for comparison and for faiss users).
+    ivf    faiss IndexIVFFlat: approximate; k-means splits the database into ~IVF_CELLS_PER_SQRT_N * sqrt(N) cells
+           and a query visits the `nprobe` nearest (in parallel over the cells), tuned at build time to
+           IVF_TARGET_RECALL on the database's own frames. Recall on held-out queries is measured in perf.py.
     auto   exact below AUTO_IVF_FRAMES frames, ivf from there on.
 
 Every backend only proposes candidate rows; their distances are then recomputed exactly from the database's
 own embeddings (lwr.exact_distances), so softmin weights and provenance do not depend on the backend.
-float16 storage halves memory, not time: exact search converts chunks to float32 on the fly (~1.5x slower
-than float32 here, perf.md); ivf stores fp16 codes.
+float16 storage halves memory and, searched exactly, the bytes and time of a query; ivf stores fp16 codes.
 """
 
 from __future__ import annotations
 
+import ctypes
 import math
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
@@ -27,8 +30,17 @@ from vinn_policy.lwr import check_k, exact_distances, knn, knn_other_groups, squ
 
 INDEXES = ("auto", "exact", "flat", "ivf")
 STORAGES = ("float32", "float16")
-AUTO_IVF_FRAMES = 100_000
-"""From here on "auto" uses ivf: exact search over 100k x 512 float32 takes ~9 ms here, as long as the encoder."""
+AUTO_IVF_FRAMES = 10_000
+"""From here on "auto" uses ivf: act() with exact search exceeds 1.2x the encoder's forward pass (ResNet-18, 84 px, 2
+threads) from ~10k frames, act() with ivf stays within 1.1x up to 1M (benchmarks/results/perf.md, act_latency.png)."""
+IVF_CELLS_PER_SQRT_N = 4
+"""faiss's guideline (4-16 sqrt(N) cells): at 1M frames 4000 cells reach the target recall reading ~3x fewer rows than
+sqrt(N) = 1000 cells (perf.md)."""
+IVF_TRAIN_PER_CELL = 40
+"""k-means training rows per cell (faiss warns below 39)."""
+SINGLE_EPISODE_STRETCH = 50
+"""Tuning nprobe on a one-episode database searches each sampled frame outside its own stretch of this many frames:
+its immediate neighbours in time are nearer than any frame of a new episode would be."""
 IVF_TARGET_RECALL = 0.97
 """nprobe is the smallest that finds this share of the exact 10 nearest neighbours of sampled database frames
 among the other episodes (as for a frame of a new episode)."""
@@ -59,6 +71,11 @@ class SearchIndex:
         self.kind = ("ivf" if n >= AUTO_IVF_FRAMES else "exact") if kind == "auto" else kind
         self._keys_sq = squared_norms(embeddings) if self.kind == "exact" else None
         self._faiss_index = None
+        self.half_scan = HalfScan(embeddings) if self.kind == "exact" and embeddings.dtype == torch.float16 else None
+        if self.half_scan is not None:
+            self.embeddings = self.half_scan.rows  # the same values, held once: in the scan's buffer
+        elif self.kind == "exact":  # (D, N) in memory, viewed as (N, D): GEMV streams it at the memory bound (lwr.nearest_rows)
+            self.embeddings = embeddings.T.contiguous().T
         if self.kind == "flat":
             faiss = _faiss()
             self._faiss_index = faiss.IndexFlatL2(embeddings.shape[1])
@@ -80,8 +97,11 @@ class SearchIndex:
     def search(self, queries: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
         n = len(self.embeddings)
         k = min(check_k(k), n)  # faiss would answer k < 1 with a bare AssertionError
+        if self.half_scan is not None:
+            return exact_distances(queries, self.embeddings, self.half_scan.search(queries, k))
         if self.kind == "exact":
             return knn(queries, self.embeddings, k, self._keys_sq)
+        _faiss().omp_set_num_threads(torch.get_num_threads())  # one setting for both libraries (rollout workers run one)
         _, idx = self._faiss_index.search(np.ascontiguousarray(queries.float().numpy()), k)
         idx = torch.from_numpy(idx)
         if (idx < 0).any():  # ivf visited cells holding fewer than k rows: fall back to exact for those queries
@@ -90,19 +110,63 @@ class SearchIndex:
         return exact_distances(queries, self.embeddings, idx)
 
 
+class HalfScan:
+    """Exact L2 search over float16 rows without float32 copies: faiss's SIMD fp16 scan (an IndexScalarQuantizer with
+    QT_fp16 codes, i.e. the rows' IEEE halves, decoded and compared in float32 registers). faiss scans one query on
+    one thread, so a single query is split into one contiguous row range per torch thread, searched in parallel
+    (faiss releases the GIL) and merged; a batch runs faiss's own threads over its queries.
+
+    `rows` is a zero-copy (N, D) float16 tensor view of the index's buffer, kept alive with it."""
+
+    def __init__(self, embeddings: torch.Tensor, threads: int | None = None) -> None:
+        faiss = _faiss()
+        n, d = embeddings.shape
+        self.index = faiss.IndexScalarQuantizer(d, faiss.ScalarQuantizer.QT_fp16, faiss.METRIC_L2)
+        for part in embeddings.split(65536):  # fp16 -> fp32 -> fp16 is exact: the codes equal the rows
+            self.index.add(np.ascontiguousarray(part.float().numpy()))
+        buffer = (ctypes.c_uint8 * (n * d * 2)).from_address(int(self.index.codes.data()))
+        buffer.owner = self.index  # the view keeps the index (and its memory) alive
+        self.rows = torch.from_numpy(np.frombuffer(buffer, np.float16).reshape(n, d))
+        self.threads = max(1, min(threads or torch.get_num_threads(), n // 1024 or 1))
+        bounds = np.linspace(0, n, self.threads + 1).astype(np.int64)
+        self._ranges = []
+        for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
+            selector = faiss.IDSelectorRange(int(lo), int(hi))
+            selector.assume_sorted = True  # ids are row numbers: faiss skips straight to the range
+            params = faiss.SearchParameters()
+            params.sel = selector
+            self._ranges.append((params, selector))  # the selector must outlive params
+        self._pool = ThreadPoolExecutor(self.threads) if self.threads > 1 else None
+
+    def search(self, queries: torch.Tensor, k: int) -> torch.Tensor:
+        """(B, k) row indices of the k nearest rows of each (B, D) float32 query, ascending by distance."""
+        q = np.ascontiguousarray(queries.float().numpy())
+        k = min(k, self.index.ntotal)
+        if self._pool is None or len(q) > 1:
+            _faiss().omp_set_num_threads(torch.get_num_threads())  # a batch: faiss's threads over its queries
+            return torch.from_numpy(self.index.search(q, k)[1])
+        parts = list(self._pool.map(lambda r: self.index.search(q, k, params=r[0]), self._ranges))
+        d = np.concatenate([p[0] for p in parts], axis=1)
+        i = np.concatenate([p[1] for p in parts], axis=1)
+        order = np.argsort(np.where(i >= 0, d, np.inf), axis=1, kind="stable")[:, :k]
+        return torch.from_numpy(np.take_along_axis(i, order, axis=1))
+
+
 def build_ivf(embeddings: torch.Tensor, nprobe: int | None = None, seed: int = 0, episode_ids: np.ndarray | None = None):
-    """IVF over ~sqrt(N) k-means cells trained on a 40-per-cell sample; nprobe tuned unless given."""
+    """IVF over ~IVF_CELLS_PER_SQRT_N * sqrt(N) k-means cells trained on a sample of IVF_TRAIN_PER_CELL rows per cell;
+    nprobe tuned unless given. A single query's cells are scanned in parallel (parallel_mode 1) on torch's threads."""
     faiss = _faiss()
     x = np.ascontiguousarray(embeddings.float().numpy())
     n, d = x.shape
-    nlist = max(1, min(int(math.sqrt(n)), n // 40))
+    nlist = max(1, min(int(IVF_CELLS_PER_SQRT_N * math.sqrt(n)), n // IVF_TRAIN_PER_CELL))
     quantizer = faiss.IndexFlatL2(d)
     if embeddings.dtype == torch.float16:
         index = faiss.IndexIVFScalarQuantizer(quantizer, d, nlist, faiss.ScalarQuantizer.QT_fp16, faiss.METRIC_L2)
     else:
         index = faiss.IndexIVFFlat(quantizer, d, nlist, faiss.METRIC_L2)
     index.cp.seed = seed
-    sample = np.random.default_rng(seed).choice(n, min(n, 40 * nlist), replace=False)
+    index.parallel_mode = 1  # one query's cells over the threads (faiss's default splits only a batch's queries)
+    sample = np.random.default_rng(seed).choice(n, min(n, IVF_TRAIN_PER_CELL * nlist), replace=False)
     index.train(x[np.sort(sample)])
     index.add(x)
     index.nprobe = min(nlist, nprobe or tune_nprobe(index, embeddings, nlist, seed, episode_ids))
@@ -112,11 +176,11 @@ def build_ivf(embeddings: torch.Tensor, nprobe: int | None = None, seed: int = 0
 def tune_nprobe(index, embeddings: torch.Tensor, nlist: int, seed: int = 0, episode_ids: np.ndarray | None = None,
                 k: int = 10, queries: int = 200) -> int:
     """The smallest nprobe (in ~1.5x steps) reaching IVF_TARGET_RECALL for sampled database frames, each searched
-    among the other episodes (every row is its own episode if none are given)."""
+    among the other episodes (every row is its own episode if none are given; one episode is cut into stretches)."""
     n = len(embeddings)
     groups = np.arange(n) if episode_ids is None else np.unique(np.asarray(episode_ids), return_inverse=True)[1]
-    if groups.max() == 0:  # one episode: no other episode to search among, so every row is its own
-        groups = np.arange(n)
+    if groups.max() == 0:  # one episode: its stretches of SINGLE_EPISODE_STRETCH rows stand in for episodes
+        groups = np.arange(n) // SINGLE_EPISODE_STRETCH
     rows = np.sort(np.random.default_rng(seed + 1).choice(n, min(queries, n), replace=False))
     q = np.ascontiguousarray(embeddings[rows].float().numpy())
     truth = knn_other_groups(rows, embeddings, k, groups, chunk=50)[1].numpy()

@@ -30,13 +30,20 @@ def environment() -> dict[str, str | int]:
     }
 
 
-def read_bandwidth(gib: float = 1.0, repeats: int = 10) -> float:
-    """This machine's memory read bandwidth in bytes/s: a float32 sum over a buffer far larger than the caches."""
+def read_kernels(gib: float = 1.0, repeats: int = 10) -> dict[str, float]:
+    """Bytes/s at which several reductions read a float32 buffer far larger than the caches (torch and numpy sums and
+    maxima): no single kernel is trusted to be memory-bound on every host."""
     import torch
 
     x = torch.ones(int(gib * 2**30) // 4)
-    seconds = time_calls(lambda: x.sum(), repeats, warmup=2)["median_ms"] / 1e3
-    return x.numel() * 4 / seconds
+    a = x.numpy()
+    kernels = {"torch.sum": lambda: x.sum(), "torch.amax": lambda: x.amax(), "numpy.sum": lambda: a.sum(), "numpy.max": lambda: a.max()}
+    return {name: x.numel() * 4 / (time_calls(fn, repeats, warmup=2)["median_ms"] / 1e3) for name, fn in kernels.items()}
+
+
+def read_bandwidth(gib: float = 1.0, repeats: int = 10) -> float:
+    """This machine's memory read bandwidth in bytes/s: the fastest of `read_kernels`."""
+    return max(read_kernels(gib, repeats).values())
 
 
 def host_speed() -> dict[str, float]:
