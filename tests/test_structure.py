@@ -7,7 +7,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SOURCES = {"vinn_policy": ROOT / "vinn_policy", "vinn_policy.envs": ROOT / "envs", "vinn_policy.demos": ROOT / "demos"}
-METHOD = ("actions", "artefact", "byol", "database", "distributed", "encoder", "lwr", "policy", "search")
+METHOD = ("actions", "artefact", "byol", "chunks", "database", "distributed", "encoder", "keys", "lwr", "policy", "search")
 """The modules `from vinn_policy import VINNPolicy, train_byol` needs."""
 
 

@@ -24,6 +24,7 @@ from numpy.typing import NDArray
 
 from vinn_policy.actions import resolve_gripper_index
 from vinn_policy.artefact import ArtefactError, load_artefact, require_keys, save_artefact
+from vinn_policy.chunks import ChunkPlan
 from vinn_policy.database import EmbeddingDatabase, Neighbours, check_rows
 from vinn_policy.encoder import Encoder, check_images
 from vinn_policy.keys import PROPRIO_KEYS, KeyLayout
@@ -100,28 +101,6 @@ class Uncertainty:
     distance: NDArray[np.float32]  # (B,)
     spread: NDArray[np.float32]  # (B,)
     score: NDArray[np.float32]  # (B,)
-
-
-@dataclass
-class ChunkPlan:
-    """The open-loop plans of B queries (VINNConfig.chunk > 1): what each does at every step until it queries again."""
-
-    actions: NDArray[np.float32]  # (B, H, A) the blended action of each step
-    rows: NDArray[np.int64]  # (B, k, H) each neighbour's demonstration frame at each step (-1: it has ended)
-    weights: NDArray[np.float32]  # (B, k, H) the softmin weights renormalised over the neighbours still running
-    length: NDArray[np.int64]  # (B,) steps each plan has (>= 1: a neighbour's own action comes first)
-    step: NDArray[np.int64]  # (B,) the step being executed
-    neighbours: Neighbours  # the query behind each plan
-
-    def replaced(self, where: NDArray[np.bool_], fresh: ChunkPlan) -> ChunkPlan:
-        """This plan with the queries at `where` replaced by `fresh` (one entry per True)."""
-        def merge(old: np.ndarray, new: np.ndarray) -> np.ndarray:
-            out = old.copy()
-            out[where] = new
-            return out
-
-        nb = Neighbours(**{f: merge(getattr(self.neighbours, f), getattr(fresh.neighbours, f)) for f in vars(self.neighbours)})
-        return ChunkPlan(*(merge(getattr(self, f), getattr(fresh, f)) for f in ("actions", "rows", "weights", "length", "step")), nb)
 
 
 def neighbour_stats(nb: Neighbours, gripper_index: int | None) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
@@ -396,34 +375,18 @@ class VINNPolicy:
                 due |= self.drift(keys) > self.config.requery
         if due.any():
             queries = keys[due] if keys is not None else self._keys(images, proprio, where=due)
-            fresh = self._new_plans(self.database.query(queries, self.config.k, self.config.temperature))
+            fresh = ChunkPlan.follow(self.database, self.database.query(queries, self.config.k, self.config.temperature), self.config.chunk)
             plan = fresh if due.all() else plan.replaced(due, fresh)
         self.plan = plan
         actions = plan.actions[np.arange(b), plan.step]
         self.last_neighbours = replace(plan.neighbours, actions=actions)
         return actions.copy()
 
-    def _new_plans(self, nb: Neighbours) -> ChunkPlan:
-        """Each query's neighbours followed through their demonstrations for `chunk` steps, blended step by step."""
-        rows = self.database.successors(nb.indices, self.config.chunk)  # (B, k, H)
-        weights = nb.weights[..., None] * (rows >= 0)
-        total = weights.sum(1, keepdims=True)
-        weights = np.divide(weights, total, out=np.zeros_like(weights), where=total > 0).astype(np.float32)
-        b, k, h = rows.shape
-        flat = (torch.from_numpy(weights.transpose(0, 2, 1).reshape(-1, k)), torch.from_numpy(np.maximum(rows, 0).transpose(0, 2, 1).reshape(-1, k)))
-        actions = self.database.combine(*flat).numpy().reshape(b, h, -1)
-        return ChunkPlan(actions, rows, weights, (total[:, 0] > 0).sum(-1), np.zeros(b, np.int64), nb)
-
-    def drift(self, embeddings: NDArray[np.float32]) -> NDArray[np.float32]:
-        """(B,) weighted distance of each query's current embedding to the frames its plan expected at this step,
-        over the calibrated typical neighbour distance (~1 while the scene follows the demonstrations)."""
+    def drift(self, keys: NDArray[np.float32]) -> NDArray[np.float32]:
+        """(B,) weighted distance of each query's current key to the frames its plan expected at this step, over the
+        calibrated typical neighbour distance (~1 while the scene follows the demonstrations)."""
         ref = self.calibrate() if self.reference is None else check_reference(self.reference)
-        plan, b = self.plan, np.arange(len(embeddings))
-        step = np.minimum(plan.step, plan.rows.shape[-1] - 1)
-        rows, weights = np.maximum(plan.rows[b, :, step], 0), plan.weights[b, :, step]  # (B, k)
-        expected = self.database.embeddings[torch.from_numpy(rows)].float()  # (B, k, D)
-        distance = torch.linalg.norm(expected - torch.from_numpy(embeddings)[:, None], dim=-1).numpy()
-        return ((weights * distance).sum(1) / ref["distance"]).astype(np.float32)
+        return (self.plan.distance_to_expected(self.database, keys) / ref["distance"]).astype(np.float32)
 
     def _select_mode(self, nb: Neighbours) -> Neighbours:
         """Re-blend queries whose neighbours split into opposing groups from one group only (see VINNConfig)."""
