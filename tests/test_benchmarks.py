@@ -67,7 +67,7 @@ def test_perf_smoke(tmp_path):
     act = data["act"][0]
     assert act["auto_index"] == "exact" and {"search_blend_exact", "search_blend_ivf", "act_exact", "act_ivf", "act_auto"} <= set(act)
     ratio = data["auto_switch"]["act_over_encoder"]["auto"]["1000"]
-    assert ratio == pytest.approx(act["act_auto"]["median_ms"] / act["encoder"]["median_ms"])
+    assert ratio == pytest.approx(act["act_auto"]["median_ms"] / act["encoder_auto"]["median_ms"])
     exact = {r["storage"]: r for r in data["backends"] if r["index"] == "exact" and r["data"] == "trajectories"}
     for storage, bytes_per_value in (("float32", 4), ("float16", 2)):
         stored_mb = exact[storage]["frames"] * 512 * bytes_per_value / 1e6

@@ -116,3 +116,12 @@ def test_the_all_tasks_table_names_results_from_before_train_seeds_by_todays_met
     assert set(table["door"]["summary"]) == {"vinn", "bc_paper"} and table["door"]["k"] == [3]
     md = (tmp_path / "closed_loop.md").read_text()
     assert "BC (paper)" in md and "robomimic" not in md
+
+
+def test_alternating_timing_calls_each_function_once_per_round():
+    from vinn_policy.harness.results import time_alternating
+
+    calls = []
+    timed = time_alternating({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, repeats=4, warmup=1)
+    assert calls == ["a", "b"] + ["a", "b"] * 4  # warm-up, then a and b in turn: a drift in speed touches both alike
+    assert set(timed) == {"a", "b"} and all(t["median_ms"] >= 0 for t in timed.values())

@@ -75,6 +75,22 @@ def time_calls(fn: Callable[[], object], repeats: int, warmup: int = 3) -> dict[
     return {"median_ms": float(np.median(times)), "p99_ms": float(np.percentile(times, 99)), "mean_ms": float(np.mean(times))}
 
 
+def time_alternating(fns: dict[str, Callable[[], object]], repeats: int, warmup: int = 3) -> dict[str, dict[str, float]]:
+    """time_calls for several functions called in turn, one call each per round: a drift in the host's speed (other
+    tenants, clock) then touches all of them alike, so ratios of their medians hold even where absolute times move."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            t = time.perf_counter()
+            fn()
+            times[name].append((time.perf_counter() - t) * 1e3)
+    return {name: {"median_ms": float(np.median(t)), "p99_ms": float(np.percentile(t, 99)), "mean_ms": float(np.mean(t))}
+            for name, t in times.items()}
+
+
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     def fmt(x: object) -> str:
         if isinstance(x, float):
