@@ -70,9 +70,10 @@ class SearchIndex:
         self.embeddings = embeddings
         n = len(embeddings)
         self.kind = ("ivf" if n >= AUTO_IVF_FRAMES else "exact") if kind == "auto" else kind
-        self._keys_sq = squared_norms(embeddings) if self.kind == "exact" else None
-        self._faiss_index = None
         self.half_scan = HalfScan(embeddings) if self.kind == "exact" and embeddings.dtype == torch.float16 else None
+        # float32 exact search ranks by ||x||^2 - 2 q.x; the fp16 scan needs no norms (and no float32 copy for them)
+        self._keys_sq = squared_norms(embeddings) if self.kind == "exact" and self.half_scan is None else None
+        self._faiss_index = None
         if self.half_scan is not None:
             self.embeddings = self.half_scan.rows  # the same values, held once: in the scan's buffer
         elif self.kind == "exact":  # (D, N) in memory, viewed as (N, D): GEMV streams it at the memory bound (lwr.nearest_rows)
