@@ -211,6 +211,12 @@ def test_vinn_variants_with_more_views_proprioception_and_chunks_run_end_to_end(
     assert not agent.state_tensors()["encoder.conv1.weight"].equal(wrist.state_tensors()["encoder.conv1.weight"])
     assert len(encoder_frames) == 2 and not np.array_equal(encoder_frames[0], encoder_frames[1])  # the agentview BYOL saw agentview frames
     assert (tmp_path / "data" / "stack-v1+agentview_32px.hdf5").exists()
+    variants = load_script("vinn_variants")  # chunks over the multi-view key, its extra camera rendered
+    found = variants.main(variants.Args(task="stack", policy=record["policies"]["vinn_multiview"]["path"], name="stack_multiview",
+                                        chunks=(1, 3), smoke=True, out=str(tmp_path / "variants")))
+    assert list(found["summary"]["methods"]) == ["chunk 1", "chunk 3"]
+    assert {m["episodes"] for m in found["summary"]["methods"].values()} == {4}  # --smoke's episodes
+    assert "--policy" in (tmp_path / "variants" / "stack_multiview.md").read_text()
 
 
 class CountingEnv:
