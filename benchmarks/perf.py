@@ -116,15 +116,21 @@ def backend_rows(n: int, args: Args, bandwidth: float, gaussian: bool = False) -
     return rows
 
 
+def synthetic_demos(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """n synthetic frames' embeddings, random 4-d actions (the last a gripper) and 50-frame episodes."""
+    return trajectory_embeddings(n), np.random.default_rng(0).uniform(-1, 1, (n, 4)).astype(np.float32), np.arange(n) // 50
+
+
+def synthetic_image(encoder: Encoder) -> np.ndarray:
+    size = encoder.config.image_size
+    return np.random.default_rng(0).integers(0, 255, (size, size, 3), dtype=np.uint8)
+
+
 def act_latency(encoder: Encoder, n: int, k: int, repeats: int) -> dict:
     """act() latency on an n-frame database with exact search, with ivf and with index="auto", beside the encoder's own
     forward pass (each act() alternates with an encoder call, so their ratio survives drifts in the host's speed), and
     search+blend alone: where exact search stops fitting the budget is where "auto" should switch."""
-    rng = np.random.default_rng(0)
-    emb, actions, episodes = trajectory_embeddings(n), rng.uniform(-1, 1, (n, 4)).astype(np.float32), np.arange(n) // 50
-    size = encoder.config.image_size
-    image = rng.integers(0, 255, (size, size, 3), dtype=np.uint8)
-    query = trajectory_embeddings(1, seed=2)
+    (emb, actions, episodes), image, query = synthetic_demos(n), synthetic_image(encoder), trajectory_embeddings(1, seed=2)
     repeats = max(20, min(repeats, 2_000_000 // n))
     out: dict = {"frames": n}
     for index in ("exact", "ivf", "auto"):
@@ -147,12 +153,9 @@ def blas_threads(n: int, encoder: Encoder, k: int, repeats: int) -> list[dict]:
     (lwr.SINGLE_QUERY_BLAS_THREADS): two threads read faster, but their idle spinning slows the next encoder pass."""
     from vinn_policy import lwr
 
-    rng = np.random.default_rng(0)
-    db = EmbeddingDatabase(trajectory_embeddings(n), rng.uniform(-1, 1, (n, 4)).astype(np.float32), np.arange(n) // 50,
-                           gripper_index=3, index="exact")
+    db = EmbeddingDatabase(*synthetic_demos(n), gripper_index=3, index="exact")
     policy = VINNPolicy(encoder, db, VINNConfig(k=k, gripper_index=3, index="exact"))
-    image = rng.integers(0, 255, (encoder.config.image_size,) * 2 + (3,), dtype=np.uint8)
-    query = trajectory_embeddings(1, seed=2)
+    image, query = synthetic_image(encoder), trajectory_embeddings(1, seed=2)
     repeats = max(10, min(repeats, 2_000_000 // n))
     rows, default = [], lwr.SINGLE_QUERY_BLAS_THREADS
     try:
@@ -171,17 +174,19 @@ def code_scans(n: int, recall_k: int, queries: int = 50) -> list[dict]:
     float32. Whether int8 earns a place as a storage option beside fp16."""
     import faiss
 
-    from vinn_policy.search import HalfScan
+    from vinn_policy.search import HalfScan, RangeScan
 
     emb, q = trajectory_embeddings(n), trajectory_embeddings(queries, seed=1)
     truth = knn(torch.from_numpy(q), torch.from_numpy(emb), recall_k)[1].numpy()
     rows = []
-    for name, qtype in (("fp16", faiss.ScalarQuantizer.QT_fp16), ("int8", faiss.ScalarQuantizer.QT_8bit)):
-        scan = HalfScan(torch.from_numpy(emb).half())  # its row ranges, thread pool and search; codes swapped below
-        if name == "int8":
-            scan.index = faiss.IndexScalarQuantizer(emb.shape[1], qtype, faiss.METRIC_L2)
-            scan.index.train(emb[np.random.default_rng(0).choice(n, min(n, 100_000), replace=False)])
-            scan.index.add(emb)
+    for name in ("fp16", "int8"):
+        if name == "fp16":
+            scan = HalfScan(torch.from_numpy(emb).half())
+        else:
+            index = faiss.IndexScalarQuantizer(emb.shape[1], faiss.ScalarQuantizer.QT_8bit, faiss.METRIC_L2)
+            index.train(emb[np.random.default_rng(0).choice(n, min(n, 100_000), replace=False)])
+            index.add(emb)
+            scan = RangeScan(index)
         found = np.concatenate([scan.search(torch.from_numpy(q[i : i + 1]), recall_k).numpy() for i in range(queries)])
         cycle = iter(np.tile(np.arange(queries), 1000))
         threads = torch.get_num_threads()

@@ -112,23 +112,15 @@ class SearchIndex:
         return exact_distances(queries, self.embeddings, idx)
 
 
-class HalfScan:
-    """Exact L2 search over float16 rows without float32 copies: faiss's SIMD fp16 scan (an IndexScalarQuantizer with
-    QT_fp16 codes, i.e. the rows' IEEE halves, decoded and compared in float32 registers). faiss scans one query on
-    one thread, so a single query is split into one contiguous row range per torch thread, searched in parallel
-    (faiss releases the GIL) and merged; a batch runs faiss's own threads over its queries.
+class RangeScan:
+    """A single query over a filled faiss index split into one contiguous row range per thread (faiss scans one query
+    on one thread), searched in parallel (faiss releases the GIL) and merged; a batch runs faiss's own threads over
+    its queries. For flat-code indexes whose ids are row numbers (IndexScalarQuantizer)."""
 
-    `rows` is a zero-copy (N, D) float16 tensor view of the index's buffer, kept alive with it."""
-
-    def __init__(self, embeddings: torch.Tensor, threads: int | None = None) -> None:
+    def __init__(self, index, threads: int | None = None) -> None:
         faiss = _faiss()
-        n, d = embeddings.shape
-        self.index = faiss.IndexScalarQuantizer(d, faiss.ScalarQuantizer.QT_fp16, faiss.METRIC_L2)
-        for part in embeddings.split(65536):  # fp16 -> fp32 -> fp16 is exact: the codes equal the rows
-            self.index.add(np.ascontiguousarray(part.float().numpy()))
-        buffer = (ctypes.c_uint8 * (n * d * 2)).from_address(int(self.index.codes.data()))
-        buffer.owner = self.index  # the view keeps the index (and its memory) alive
-        self.rows = torch.from_numpy(np.frombuffer(buffer, np.float16).reshape(n, d))
+        self.index = index
+        n = index.ntotal
         self.threads = max(1, min(threads or torch.get_num_threads(), n // 1024 or 1))
         bounds = np.linspace(0, n, self.threads + 1).astype(np.int64)
         self._ranges = []
@@ -152,6 +144,24 @@ class HalfScan:
         i = np.concatenate([p[1] for p in parts], axis=1)
         order = np.argsort(np.where(i >= 0, d, np.inf), axis=1, kind="stable")[:, :k]
         return torch.from_numpy(np.take_along_axis(i, order, axis=1))
+
+
+class HalfScan(RangeScan):
+    """Exact L2 search over float16 rows without float32 copies: faiss's SIMD fp16 scan (an IndexScalarQuantizer with
+    QT_fp16 codes, i.e. the rows' IEEE halves, decoded and compared in float32 registers), in row ranges (RangeScan).
+
+    `rows` is a zero-copy (N, D) float16 tensor view of the index's buffer, kept alive with it."""
+
+    def __init__(self, embeddings: torch.Tensor, threads: int | None = None) -> None:
+        faiss = _faiss()
+        n, d = embeddings.shape
+        index = faiss.IndexScalarQuantizer(d, faiss.ScalarQuantizer.QT_fp16, faiss.METRIC_L2)
+        for part in embeddings.split(65536):  # fp16 -> fp32 -> fp16 is exact: the codes equal the rows
+            index.add(np.ascontiguousarray(part.float().numpy()))
+        buffer = (ctypes.c_uint8 * (n * d * 2)).from_address(int(index.codes.data()))
+        buffer.owner = index  # the view keeps the index (and its memory) alive
+        self.rows = torch.from_numpy(np.frombuffer(buffer, np.float16).reshape(n, d))
+        super().__init__(index, threads)
 
 
 def build_ivf(embeddings: torch.Tensor, nprobe: int | None = None, seed: int = 0, episode_ids: np.ndarray | None = None):
