@@ -211,6 +211,12 @@ def test_vinn_variants_with_more_views_proprioception_and_chunks_run_end_to_end(
     assert not agent.state_tensors()["encoder.conv1.weight"].equal(wrist.state_tensors()["encoder.conv1.weight"])
     assert len(encoder_frames) == 2 and not np.array_equal(encoder_frames[0], encoder_frames[1])  # the agentview BYOL saw agentview frames
     assert (tmp_path / "data" / "stack-v1+agentview_32px.hdf5").exists()
+    from vinn_policy.harness.benchmark import env_maker
+    from vinn_policy.harness.evaluation import evaluation_key
+
+    assert "extra_cameras" not in args.env_kwargs(method="vinn") and args.env_kwargs(method="vinn_plus")["extra_cameras"] == ("agentview",)
+    for method in ("vinn", "vinn_plus"):  # each rolled out rendering only its cameras: vinn's rows are a single-camera run's
+        assert (tmp_path / "cache" / f"eval-{evaluation_key(record['policies'][method]['path'], env_maker(args, method), args.eval_seeds())}.json").exists()
     variants = load_script("vinn_variants")  # chunks over the multi-view key, its extra camera rendered
     found = variants.main(variants.Args(task="stack", policy=record["policies"]["vinn_multiview"]["path"], name="stack_multiview",
                                         chunks=(1, 3), smoke=True, out=str(tmp_path / "variants")))

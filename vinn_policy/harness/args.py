@@ -137,11 +137,14 @@ class BenchmarkArgs:
         proprio = PROPRIO_KEYS if "vinn_proprio" in self.methods else ()
         return (*(f"{camera}_image" for camera in self.extra_cameras), *proprio)
 
-    def env_kwargs(self, render: bool = False) -> dict:
-        """make_env's arguments for this run (with render: 256 px rgb frames for videos)."""
+    def env_kwargs(self, render: bool = False, method: str | None = None) -> dict:
+        """make_env's arguments for this run (with render: 256 px rgb frames for videos). With `method`, the extra
+        cameras only if that method reads them: the others are rolled out as in a run without them (rendering a
+        camera changes no simulation, tests/test_envs.py), so their evaluation rows stay those of such a run."""
         kwargs = {"image_size": self.image_px, "camera": self.camera, "horizon": self.horizon,
                   **({"render_mode": "rgb_array", "render_size": 256} if render else {"render_mode": None})}
-        return kwargs | ({"extra_cameras": self.extra_cameras} if self.extra_cameras else {})
+        cameras = self.extra_cameras if method is None or method in MULTIVIEW_METHODS else ()
+        return kwargs | ({"extra_cameras": cameras} if cameras else {})
 
     @property
     def image_px(self) -> int:

@@ -63,9 +63,7 @@ def act_latency(paths: dict[str, str], obs: dict[str, np.ndarray]) -> dict[str, 
 def record_videos(args: BenchmarkArgs, paths: dict[str, str], data: Demos, rows_by_key: dict, video_dir: Path) -> list[dict]:
     """Re-run the first `videos` seeds of each method with rendering, in `workers` processes; check they
     reproduce the evaluation. VINN's frames carry a strip of its nearest demonstration frames."""
-    from vinn_policy.envs import make_env
-
-    make = functools.partial(make_env, args.task, **args.env_kwargs(render=True))
+    make = env_maker(args, render=True)  # every camera of the run: the videos of all methods come from one env
     jobs = [(name, functools.partial(load_policy, path), seed) for name, path in paths.items() for seed in args.eval_seeds()[: args.videos]]
     vinn = any(name.startswith("vinn") for name in paths)
     annotate = NeighbourStrip(data.frames[data.episode_ids < args.demos]) if vinn else None  # the databases' frames, in row order
@@ -84,7 +82,27 @@ def policy_dir(work_dir: Path, training: int) -> Path:
     return work_dir / "policies" / f"training{training}"
 
 
-def train_and_evaluate(args: BenchmarkArgs, stages: Stages, data: Demos, make,
+def env_maker(args: BenchmarkArgs, method: str | None = None, render: bool = False) -> functools.partial:
+    """make_env for this run's task, rendering the cameras `method` reads (all of the run's with None)."""
+    from vinn_policy.envs import make_env
+
+    return functools.partial(make_env, args.task, **args.env_kwargs(render=render, method=method))
+
+
+def evaluate_each_in_its_env(args: BenchmarkArgs, paths: dict[str, str], provenance: bool = False) -> list[dict]:
+    """evaluate_methods with each method in an env that renders only the cameras it reads (env_kwargs(method=...)):
+    single-camera methods cost no extra rendering and share their cached rows with single-camera runs."""
+    groups: dict[str, dict[str, str]] = {}
+    for name, path in paths.items():
+        groups.setdefault(json.dumps(args.env_kwargs(method=name), sort_keys=True), {})[name] = path
+    rows = [row for group in groups.values()
+            for row in evaluate_methods(env_maker(args, next(iter(group))), group, args.eval_seeds(), args.workers,
+                                        provenance=provenance, cache_dir=args.cache_dir)]
+    order = list(paths)
+    return sorted(rows, key=lambda r: order.index(r["method"]))  # stable: each method's seeds stay in order
+
+
+def train_and_evaluate(args: BenchmarkArgs, stages: Stages, data: Demos,
                        training: int) -> tuple[dict[str, Any], list[dict], dict[str, str], Encoder]:
     """One training of every method (the untrained ones only in training 0), evaluated on the episode seeds.
     Returns the training's record for results.json, its episode rows tagged with `training`, its policies' paths
@@ -94,8 +112,7 @@ def train_and_evaluate(args: BenchmarkArgs, stages: Stages, data: Demos, make,
     encoder, encoder_info = stages.run(f"encoder{label}", build_encoder, args, data.frames[data.episode_ids < args.demos], training)
     trained = stages.run(f"policies{label}", train_policies, args, data, args.demos, encoder, policy_dir(args.work_dir, training),
                          seed=training, methods=methods)
-    rows = stages.run(f"evaluation{label}", evaluate_methods, make, trained["paths"], args.eval_seeds(), args.workers,
-                      provenance=args.provenance, cache_dir=args.cache_dir)
+    rows = stages.run(f"evaluation{label}", evaluate_each_in_its_env, args, trained["paths"], provenance=args.provenance)
     for r in rows:
         r["training"] = training
         if "provenance" in r:  # per-step neighbour lists are large: one file per episode, not results.json
@@ -111,8 +128,6 @@ def train_and_evaluate(args: BenchmarkArgs, stages: Stages, data: Demos, make,
 
 def run(args: BenchmarkArgs) -> dict[str, Any]:
     """The whole benchmark; returns (and writes) the results."""
-    from vinn_policy.envs import make_env
-
     from vinn_policy.harness.report import write_report
 
     speed = host_speed()  # before the clock starts: the probe is not part of the run's wall time
@@ -121,10 +136,10 @@ def run(args: BenchmarkArgs) -> dict[str, Any]:
     run_dir, out = args.work_dir, args.report_dir
     data = stages.run("demonstrations", ensure_demos, args.task, args.demos + args.val_demos, args.data_dir,
                       image_size=args.image_px, camera=args.camera, extra_cameras=args.extra_cameras, obs_keys=args.obs_keys)
-    make = functools.partial(make_env, args.task, **args.env_kwargs())
+    make = env_maker(args, "vinn")  # the sweeps' VINNs read the task camera only
     trainings, rows = [], []
     for training in range(args.train_seeds):
-        record, found, found_paths, found_encoder = train_and_evaluate(args, stages, data, make, training)
+        record, found, found_paths, found_encoder = train_and_evaluate(args, stages, data, training)
         if training == 0:  # sweeps, diagnostics, latency and videos use the first training's policies
             paths, encoder = found_paths, found_encoder
         trainings.append(record)
