@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from vinn_policy.harness.evaluation import failure_auroc, paired_comparison, summarize, wilson_interval
-from vinn_policy.harness.report import host_note
+from vinn_policy.harness.report import host_note, paired_table
 from vinn_policy.policy import VINNPolicy
 
 from .test_benchmarks import load_script
@@ -60,6 +60,21 @@ def test_summarize_rows():
     summary = summarize(rows)
     assert summary["methods"]["vinn"]["successes"] == 2 and summary["methods"]["bc"]["episodes"] == 3
     assert summary["paired"]["bc"]["only_a"] == 1
+
+
+def test_a_vinn_variant_is_paired_with_the_baselines_in_its_own_holm_family():
+    outcomes = {"vinn": [1, 0, 0, 0, 0, 0], "vinn_plus": [1, 1, 1, 1, 1, 1], "vinn_chunk": [1, 1, 1, 0, 0, 0], "bc": [0] * 6, "random": [0] * 6}
+    rows = [{"method": m, "seed": s, "success": bool(ok), "steps": 10} for m, oks in outcomes.items() for s, ok in enumerate(oks)]
+    summary = summarize(rows, challengers=("vinn_plus", "vinn_chunk", "vinn_dominant"))
+    assert set(summary["paired"]) == {"vinn_plus", "vinn_chunk", "bc", "random"}  # VINN's family as before
+    by = summary["paired_by_challenger"]
+    assert set(by) == {"vinn_plus", "vinn_chunk"} and set(by["vinn_plus"]) == {"bc", "random"}  # absent ones skipped
+    plus_bc = by["vinn_plus"]["bc"]
+    assert (plus_bc["only_a"], plus_bc["only_b"]) == (6, 0) and plus_bc["holm_p"] == pytest.approx(2 * plus_bc["mcnemar_p"])
+    assert plus_bc["verdict"] == "no significant difference"  # 6 discordant pairs: p = 0.031, x2 after Holm
+    assert "| Random | 0 | 6 | 0 | 0 | 0.0312 | 0.0625 |" in paired_table(by["vinn_plus"], "vinn_plus")
+    assert "VINN, chunked multi-view vs" in paired_table(by["vinn_plus"], "vinn_plus")
+    assert "paired_by_challenger" not in summarize(rows)
 
 
 def test_host_note_names_the_hosts_speed_and_is_empty_for_results_recorded_without_it():

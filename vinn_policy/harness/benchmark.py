@@ -145,7 +145,7 @@ def run(args: BenchmarkArgs) -> dict[str, Any]:
         trainings.append(record)
         rows += found
     first = trainings[0]
-    summary = summarize(rows)
+    summary = summarize(rows, challengers=[m for m in args.methods if m in OPTIONAL_METHODS])
     first_rows = [r for r in rows if r["training"] == 0]
     diagnostics = stages.run("diagnostics", assumption_diagnostics, paths, first_rows) if "vinn" in paths else None
 

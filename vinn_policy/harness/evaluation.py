@@ -184,10 +184,12 @@ def training_spread(outcomes: dict[tuple[int, int], bool]) -> dict[str, Any]:
     return {"per_training": rates, "mean": float(np.mean(rates)), "std": float(np.std(rates, ddof=1)) if len(rates) > 1 else 0.0}
 
 
-def summarize(rows: list[dict[str, Any]], reference: str = "vinn") -> dict[str, Any]:
+def summarize(rows: list[dict[str, Any]], reference: str = "vinn", challengers: Sequence[str] = ()) -> dict[str, Any]:
     """Per-method success (pooled over trainings, with a Wilson interval, and per training with mean and spread), and
     each method paired against `reference` episode by episode, pooling trainings (exact McNemar, Holm-corrected over
-    the baselines compared). Rows without a "training" are training 0."""
+    the baselines compared). Each of `challengers` present (e.g. VINN variants) is also paired against every method
+    other than the reference and the challengers, Holm-corrected within its own family, under
+    summary["paired_by_challenger"][name]. Rows without a "training" are training 0."""
     methods = list(dict.fromkeys(r["method"] for r in rows))
     by_method = {m: {(r.get("training", 0), r["seed"]): bool(r["success"]) for r in rows if r["method"] == m} for m in methods}
     summary: dict[str, Any] = {"methods": {}, "paired": {}}
@@ -202,11 +204,19 @@ def summarize(rows: list[dict[str, Any]], reference: str = "vinn") -> dict[str, 
         if any("uncertainty_max" in r for r in method_rows):
             summary["methods"][m]["failure_auroc"] = {k: failure_auroc(method_rows, k) for k in ("uncertainty_max", "uncertainty_mean")}
     if reference in by_method:
-        for m in methods:
-            if m != reference:
-                summary["paired"][m] = paired_comparison(by_method[reference], paired_with(by_method[reference], by_method[m]))
-        adjusted = holm({m: p["mcnemar_p"] for m, p in summary["paired"].items()})
-        for m, p in summary["paired"].items():
-            p["holm_p"] = adjusted[m]
-            p["verdict"] = paired_verdict(p)
+        summary["paired"] = paired_family(by_method, reference, [m for m in methods if m != reference])
+    present = [c for c in challengers if c in by_method and c != reference]
+    if present:
+        summary["paired_by_challenger"] = {c: paired_family(by_method, c, [m for m in methods if m != reference and m not in present])
+                                           for c in present}
     return summary
+
+
+def paired_family(by_method: dict[str, dict[tuple[int, int], bool]], reference: str, others: Sequence[str]) -> dict[str, Any]:
+    """`reference` paired with each of `others` (exact McNemar), Holm-corrected over the family, with verdicts."""
+    paired = {m: paired_comparison(by_method[reference], paired_with(by_method[reference], by_method[m])) for m in others}
+    adjusted = holm({m: p["mcnemar_p"] for m, p in paired.items()})
+    for m, p in paired.items():
+        p["holm_p"] = adjusted[m]
+        p["verdict"] = paired_verdict(p)
+    return paired

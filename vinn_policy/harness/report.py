@@ -101,13 +101,14 @@ def plot_bc_training(results: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
-def paired_table(summary: dict[str, Any]) -> str:
-    """VINN against each baseline on the same seeds: exact McNemar p, Holm-corrected over the baselines."""
-    words = {"reference better": "VINN better", "baseline better": "baseline better"}
+def paired_table(paired: dict[str, Any], reference: str = "vinn") -> str:
+    """`reference` against each baseline on the same seeds: exact McNemar p, Holm-corrected over the baselines."""
+    name = NAMES.get(reference, reference)
+    words = {"reference better": f"{name} better", "baseline better": "baseline better"}
     rows = [[NAMES.get(m, m), p["both"], p["only_a"], p["only_b"], p["neither"], f"{p['mcnemar_p']:.3g}",
              f"{p['holm_p']:.3g}" if "holm_p" in p else "–", words.get(p.get("verdict"), p.get("verdict", "–"))]
-            for m, p in summary["paired"].items()]
-    return markdown_table(["VINN vs", "both succeed", "only VINN", "only baseline", "neither", "McNemar p (exact)",
+            for m, p in paired.items()]
+    return markdown_table([f"{name} vs", "both succeed", f"only {name}", "only baseline", "neither", "McNemar p (exact)",
                            "Holm p", "at 5% after Holm"], rows)
 
 
@@ -247,7 +248,11 @@ def success_sections(results: dict[str, Any], summary: dict[str, Any]) -> list[s
                "episode on the same seed (open-loop and random, which are deterministic: their one evaluation of that seed). "
                "The test counts every (training, seed) pair as independent although each seed recurs once per training, so "
                "read its p-values as covering these episodes and trainings, not as if the trainings had drawn new episodes.\n"
-               if n > 1 else ""), paired_table(summary)]
+               if n > 1 else ""), paired_table(summary["paired"])]
+    for variant, paired in summary.get("paired_by_challenger", {}).items():
+        md += [f"### {NAMES.get(variant, variant)} against the baselines\n",
+               "The same pairing, with this VINN variant as the reference; Holm-corrected over its own comparisons.\n",
+               paired_table(paired, variant)]
     return md
 
 
