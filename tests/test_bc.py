@@ -98,6 +98,26 @@ def test_each_end_to_end_recipe_round_trips_through_its_artefact(tmp_path, data,
     np.testing.assert_array_equal(loaded.act_batch(frames[:5]), policy.act_batch(frames[:5]))  # the centre crop at test: deterministic
 
 
+def test_an_end_to_end_bcs_trunk_serves_vinn_as_its_encoder_and_round_trips(tmp_path, data):
+    from vinn_policy.baselines.bc import feature_encoder
+    from vinn_policy.policy import VINNPolicy
+
+    frames, actions, eps = data
+    config = BCConfig.robomimic(EncoderConfig(image_size=40), epochs=1, batch_size=8, gripper_index=3, hidden=(16,), crop=36)
+    bc = BCPolicy.fit_end_to_end(frames, actions, eps, config, progress=False)
+    encoder = feature_encoder(bc)
+    assert encoder.feature_dim == config.feature_dim and encoder.embed(frames[:3]).shape == (3, config.feature_dim)
+    vinn = VINNPolicy.fit(frames, actions, eps, encoder=encoder, k=3, gripper_index=3)
+    loaded = VINNPolicy.load(vinn.save(tmp_path / "vinn_bc_encoder"))
+    assert loaded.encoder.origin == "bc" and loaded.encoder.trunk_spec == {"bc": loaded.encoder.trunk_spec["bc"]}
+    np.testing.assert_array_equal(loaded.encoder.embed(frames), encoder.embed(frames))  # BC's centre crop and keypoints
+    np.testing.assert_array_equal(loaded.act_batch(frames[:5]), vinn.act_batch(frames[:5]))
+    assert "encoder_trunk" not in bc.encoder.meta()  # BC's own artefact (and its digest) is unchanged
+    frozen = BCPolicy.fit_on_features(frames, actions, eps, encoder, config, progress=False)
+    with pytest.raises(ValueError, match="BC-rep's features are its given encoder's"):
+        feature_encoder(frozen)
+
+
 def test_robomimic_recipe_is_spatial_softmax_on_76_of_84_px_crops():
     config = BCConfig.robomimic()
     assert (config.pooling, config.crop, config.keypoints, config.hidden, config.augment) == ("spatial_softmax", 76, 32, (1024, 1024), False)

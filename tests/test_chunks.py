@@ -104,5 +104,8 @@ def test_the_benchmark_fits_vinn_chunk_on_vinns_encoder_and_k_and_traces_its_pla
         chunked.act(frames[t])
         steps.append(step_trace(chunked)["plan_step"])
     assert steps[0] == 0 and steps[1] in (0, 1)  # 1 unless the drift asked for a new query
-    strip = NeighbourStrip(frames[eps < 3], height=64, rows=1)(({"image": frames[1]}), chunked)
+    annotate = NeighbourStrip(frames[eps < 3], height=64, rows=1)
+    strip = annotate({"image": frames[1]}, chunked)
     assert strip is not None and strip.shape[0] == 64
+    chunked.plan.rows[0, 1:] = -1  # every neighbour's demonstration but the first has ended: the video keeps its size
+    assert annotate({"image": frames[1]}, chunked).shape == strip.shape

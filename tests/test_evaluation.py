@@ -208,7 +208,7 @@ def test_vinn_variants_with_more_views_proprioception_and_chunks_run_end_to_end(
     script = load_script("run_stack")
     args = script.BenchmarkArgs(task="stack", smoke=True, out=str(tmp_path / "stack"), run_dir=str(tmp_path / "run"), data_dir=str(tmp_path / "data"),
                                 cache_dir=str(tmp_path / "cache"), workers=2, videos=1, chunk=3,
-                                methods=("vinn", "vinn_multiview", "vinn_proprio", "vinn_plus"))
+                                methods=("vinn", "vinn_multiview", "vinn_proprio", "vinn_plus", "vinn_bc_encoder"))
     assert args.extra_cameras == ("agentview",) and args.obs_keys == ("agentview_image", "robot0_eef_pos", "robot0_gripper_qpos")
     script.main(args)
     saved = json.loads((tmp_path / "stack" / "results.json").read_text())
@@ -221,6 +221,7 @@ def test_vinn_variants_with_more_views_proprioception_and_chunks_run_end_to_end(
     assert policies["vinn_multiview"].layout.views == ("image", "agentview_image")
     assert policies["vinn_plus"].config.chunk == 3 and policies["vinn_plus"].layout == policies["vinn_multiview"].layout
     assert policies["vinn_proprio"].layout.proprio_keys == ("robot0_eef_pos", "robot0_gripper_qpos")
+    assert policies["vinn_bc_encoder"].encoder.origin == "bc" and "bc" not in record["policies"]  # BC trained for its trunk only
     wrist, agent = policies["vinn_multiview"].encoders
     assert wrist.state_tensors()["encoder.conv1.weight"].equal(policies["vinn"].encoder.state_tensors()["encoder.conv1.weight"])
     assert not agent.state_tensors()["encoder.conv1.weight"].equal(wrist.state_tensors()["encoder.conv1.weight"])

@@ -154,6 +154,15 @@ def load_imagenet_weights(trunk: nn.Module, arch: str, weights_file: str | Path)
         raise ValueError(f"{path} does not hold {arch} ImageNet weights ({str(e)[:200]}); expected torchvision's {official}.") from e
 
 
+def custom_trunk(spec: dict) -> nn.Module:
+    """The untrained trunk an Encoder.trunk_spec describes: {"bc": config} is an end-to-end BC's (baselines.bc.bc_trunk)."""
+    if set(spec) != {"bc"}:
+        raise ValueError(f"unknown trunk spec {sorted(spec)}; expected {{'bc': BCConfig fields}}")
+    from vinn_policy.baselines.bc import BCConfig, bc_trunk  # BC builds on this module: imported when needed
+
+    return bc_trunk(BCConfig(**spec["bc"]))
+
+
 @dataclass
 class Encoder:
     """A ResNet trunk with its config: images in, (N, D) float32 embeddings out."""
@@ -161,7 +170,12 @@ class Encoder:
     config: EncoderConfig = field(default_factory=EncoderConfig)
     trunk: nn.Module | None = None
     origin: str = "random-init"
-    """How the weights came to be: random-init, imagenet, byol (recorded in saved artefacts)."""
+    """How the weights came to be: random-init, imagenet, byol, bc (recorded in saved artefacts)."""
+    trunk_spec: dict | None = None
+    """How to rebuild a trunk that is not a plain ResNet, saved with it: {"bc": BCConfig as a dict} for the trunk of an
+    end-to-end BC (crop and pooling as that config says; see `custom_trunk`). None: build_trunk(config.arch)."""
+    output_dim: int | None = None
+    """Embedding size of such a trunk (BC's spatial-softmax projection); None: the architecture's (config.feature_dim)."""
 
     def __post_init__(self) -> None:
         if self.trunk is None:
@@ -180,7 +194,7 @@ class Encoder:
 
     @property
     def feature_dim(self) -> int:
-        return self.config.feature_dim
+        return self.output_dim or self.config.feature_dim
 
     @property
     def device(self) -> torch.device:
@@ -216,7 +230,8 @@ class Encoder:
         return {prefix + k: v.cpu() for k, v in self.trunk.state_dict().items()}  # saved from any device
 
     def meta(self) -> dict:
-        return {"encoder": asdict(self.config), "encoder_origin": self.origin}
+        custom = {"encoder_trunk": self.trunk_spec, "encoder_output_dim": self.output_dim} if self.trunk_spec else {}
+        return {"encoder": asdict(self.config), "encoder_origin": self.origin, **custom}
 
     @classmethod
     def from_saved(cls, tensors: dict[str, torch.Tensor], meta: dict, path: str | Path, prefix: str = "encoder.",
@@ -227,13 +242,18 @@ class Encoder:
             config = EncoderConfig(**meta["encoder"])
         except (KeyError, TypeError, ValueError) as e:
             raise ArtefactError(f"{path}: invalid encoder metadata ({e}).") from e
-        trunk = trunk if trunk is not None else build_trunk(config.arch)
+        spec, output_dim = meta.get("encoder_trunk"), meta.get("encoder_output_dim")
+        if trunk is None:
+            try:
+                trunk = custom_trunk(spec) if spec else build_trunk(config.arch)
+            except (KeyError, TypeError, ValueError) as e:
+                raise ArtefactError(f"{path}: invalid encoder trunk metadata ({e}).") from e
         state = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
         try:
             trunk.load_state_dict(state, strict=True)
         except RuntimeError as e:
             raise ArtefactError(f"{path}: encoder weights do not fit a {config.arch}: {str(e)[:300]}") from e
-        return cls(config=config, trunk=trunk, origin=meta.get("encoder_origin", "unknown"))
+        return cls(config=config, trunk=trunk, origin=meta.get("encoder_origin", "unknown"), trunk_spec=spec, output_dim=output_dim)
 
     def save(self, path: str | Path) -> Path:
         return save_artefact(path, "encoder", self.state_tensors(), self.meta())

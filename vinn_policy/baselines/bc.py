@@ -194,6 +194,16 @@ def trunk_feature_dim(config: BCConfig) -> int:
     return config.feature_dim if config.pooling == "spatial_softmax" else config.encoder.feature_dim
 
 
+def feature_encoder(policy: BCPolicy) -> Encoder:
+    """An end-to-end BC's trained trunk (centre crop, pooling and projection) as an Encoder of its own, for a kNN
+    over the features BC learned from the actions (benchmark method vinn_bc_encoder): saved and loaded with any policy
+    that embeds with it. BC-rep's trunk is the frozen encoder it was given."""
+    if policy.frozen:
+        raise ValueError("BC-rep's features are its given encoder's: use that encoder.")
+    return Encoder(policy.encoder.config, trunk=policy.encoder.trunk, origin="bc", trunk_spec={"bc": asdict(policy.config)},
+                   output_dim=trunk_feature_dim(policy.config))
+
+
 class ActionHead(nn.Module):
     """MLP features -> action; the gripper dim (if any) is a logit. Features are first standardised,
     (x - feature_mean) * feature_scale (BC-rep sets them from its training features; identity otherwise)."""

@@ -13,10 +13,12 @@ from vinn_policy.byol import BYOLConfig
 from vinn_policy.encoder import EncoderConfig
 
 METHODS = ("vinn", "vinn_random", "bc", "bc_paper", "bc_rep", "open_loop", "random")
-OPTIONAL_METHODS = ("vinn_dominant", "vinn_consistent", "vinn_chunk", "vinn_multiview", "vinn_proprio", "vinn_plus")
+OPTIONAL_METHODS = ("vinn_dominant", "vinn_consistent", "vinn_chunk", "vinn_multiview", "vinn_proprio", "vinn_plus", "vinn_bc_encoder")
 """VINN with mode selection (VINNConfig.mode_selection) or chunked retrieval (--chunk, --requery) on VINN's encoder; with
 more cameras in its key (--views, an encoder each), with proprioception in its key (weight chosen on the validation
-demos), or vinn_plus: chunks and more cameras together. Each chooses its own k."""
+demos), or vinn_plus: chunks and more cameras together. vinn_bc_encoder is VINN's regression over the trunk of the
+same training's BC (robomimic's recipe) instead of BYOL's: it tells the representation's share of VINN's gap to BC
+from the regression's. Each chooses its own k."""
 MULTIVIEW_METHODS = ("vinn_multiview", "vinn_plus")
 LEARNED = ("vinn", "vinn_random", "bc", "bc_paper", "bc_rep", *OPTIONAL_METHODS)
 """Methods whose training depends on its seed: trained once per --train-seeds; open-loop and random are not."""

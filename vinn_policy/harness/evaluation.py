@@ -206,9 +206,9 @@ def summarize(rows: list[dict[str, Any]], reference: str = "vinn", challengers: 
     if reference in by_method:
         summary["paired"] = paired_family(by_method, reference, [m for m in methods if m != reference])
     present = [c for c in challengers if c in by_method and c != reference]
-    if present:
-        summary["paired_by_challenger"] = {c: paired_family(by_method, c, [m for m in methods if m != reference and m not in present])
-                                           for c in present}
+    baselines = [m for m in methods if m != reference and m not in present]
+    if present and baselines:
+        summary["paired_by_challenger"] = {c: paired_family(by_method, c, baselines) for c in present}
     return summary
 
 

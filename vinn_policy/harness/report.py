@@ -18,7 +18,8 @@ from vinn_policy.harness.results import markdown_table
 NAMES = {"vinn": "VINN", "vinn_random": "kNN, untrained encoder", "bc": "BC (robomimic)", "bc_paper": "BC (paper)", "bc_rep": "BC-rep",
          "open_loop": "Open-loop", "random": "Random",
          "vinn_dominant": "VINN, dominant mode", "vinn_consistent": "VINN, consistent mode", "vinn_chunk": "VINN, chunked",
-         "vinn_multiview": "VINN, multi-view", "vinn_proprio": "VINN + proprioception", "vinn_plus": "VINN, chunked multi-view"}
+         "vinn_multiview": "VINN, multi-view", "vinn_proprio": "VINN + proprioception", "vinn_plus": "VINN, chunked multi-view",
+         "vinn_bc_encoder": "kNN on BC's features"}
 
 
 def camera_of(results: dict) -> str:

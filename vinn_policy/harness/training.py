@@ -19,6 +19,7 @@ from vinn_policy.demos.dataset import Demos
 
 from vinn_policy.actions import GRIPPER_INDEX
 from vinn_policy.baselines import OpenLoopPolicy, RandomPolicy, load_policy
+from vinn_policy.baselines.bc import BCPolicy, feature_encoder
 from vinn_policy.database import EmbeddingDatabase
 from vinn_policy.encoder import Encoder
 from vinn_policy.harness.args import BenchmarkArgs
@@ -92,7 +93,12 @@ def train_policies(args: BenchmarkArgs, data: Demos, n_train: int, encoder: Enco
     if torch.cuda.is_available():  # embed the demos there (artefacts are saved as CPU tensors; rollouts run on the CPU)
         encoder = encoder.to("cuda")
     vinn = fit_vinn_methods(args, methods, data, train_rows, val_rows, encoder, k or args.k, saved, seed)
-    bc_training = fit_bc_methods(args, methods, data, train_rows, val_rows, encoder, saved, seed)
+    bc_training, bc = fit_bc_methods(args, methods, data, train_rows, val_rows, encoder, saved, seed)
+    if "vinn_bc_encoder" in methods:  # kNN over the features BC learned: the gap it leaves to BC is the regression's
+        bc_features = feature_encoder(bc)
+        policy = saved.fit("vinn_bc_encoder", lambda: fit_vinn(bc_features, bc_features.embed(data.frames), data, train_rows, val_rows,
+                                                                 k or args.k)[0])
+        vinn["k_by_method"]["vinn_bc_encoder"] = policy.config.k
     fit_replay_methods(args, methods, data, train_rows, saved)
     return {"seed": seed, "train_episodes": n_train, "val_episodes": len(np.unique(data.episode_ids[val_rows])),
             "train_seconds": saved.seconds, "paths": saved.paths, **vinn, "bc_training": bc_training,
@@ -171,20 +177,29 @@ def view_encoders(args: BenchmarkArgs, data: Demos, train_rows: np.ndarray, enco
 
 
 def fit_bc_methods(args: BenchmarkArgs, methods: tuple[str, ...], data: Demos, train_rows: np.ndarray, val_rows: np.ndarray,
-                   encoder: Encoder, saved: SavedPolicies, seed: int) -> dict[str, dict]:
+                   encoder: Encoder, saved: SavedPolicies, seed: int) -> tuple[dict[str, dict], BCPolicy | None]:
     """BC (robomimic's recipe), the paper's BC and BC-rep (on `encoder`), early-stopped on the validation demos; cached
-    like BYOL, so a rerun on the same data and settings reuses the trained policy. Returns each one's TrainReport."""
+    like BYOL, so a rerun on the same data and settings reuses the trained policy. Returns each one's TrainReport, and
+    the robomimic-recipe BC (trained for vinn_bc_encoder even when bc itself is not among the methods)."""
     rows = np.concatenate([train_rows, val_rows])
     data_rows = (data.frames[rows], data.actions[rows], data.episode_ids[rows])
     val_eps = np.unique(data.episode_ids[val_rows])
-    reports = {}
+    reports, bc = {}, None
     for name in ("bc", "bc_paper", "bc_rep"):
+        def fit(n: str = name) -> BCPolicy:
+            return cached_bc(*data_rows, args.bc_config(n, seed), val_eps, encoder if n == "bc_rep" else None, args.cache_dir, args.retrain)[0]
+
         if name in methods:
-            policy = saved.fit(name, lambda n=name: cached_bc(*data_rows, args.bc_config(n, seed), val_eps, encoder if n == "bc_rep" else None,
-                                                              args.cache_dir, args.retrain)[0])
+            policy = saved.fit(name, fit)
             reports[name] = {**asdict(policy.report), "converged": policy.report.converged, "cap": policy.config.epochs,
                              "patience": policy.config.patience}
-    return reports
+        elif name == "bc" and "vinn_bc_encoder" in methods:
+            policy = fit()
+        else:
+            continue
+        if name == "bc":
+            bc = policy
+    return reports, bc
 
 
 def fit_replay_methods(args: BenchmarkArgs, methods: tuple[str, ...], data: Demos, train_rows: np.ndarray, saved: SavedPolicies) -> None:

@@ -88,7 +88,10 @@ class NeighbourStrip:
             if row >= 0:
                 ep, t = policy.database.episode_ids[row], policy.database.frame_indices[row]
                 tiles.append(_tile(self.demo_frames[row], f"w{weight:.2f} e{ep} t{t}" + (f" +{step}" if step else ""), size))
-        return grid(tiles, self.rows)
+            else:  # this neighbour's demonstration ended before this step of the plan
+                tiles.append(_tile(np.zeros((size, size, 3), np.uint8), "ended", size))
+        blank = np.zeros_like(tiles[0])  # every frame of a video the same size, however many neighbours (k < max_neighbours)
+        return grid(tiles + [blank] * (1 + self.max_neighbours - len(tiles)), self.rows)
 
 
 def beside(scene: NDArray[np.uint8], panel: NDArray[np.uint8]) -> NDArray[np.uint8]:
