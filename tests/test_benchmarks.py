@@ -11,6 +11,7 @@ import pytest
 from vinn_policy import BYOLConfig, EncoderConfig
 from vinn_policy.baselines.bc import BCConfig
 from vinn_policy.harness.pipeline import cached_bc, cached_byol
+from vinn_policy.policy import VINNPolicy
 
 from .conftest import make_episodes
 
@@ -223,3 +224,25 @@ def test_vinn_variants_smoke_and_refuses_the_test_block(tmp_path):
     assert list(result["summary"]["methods"]) == ["chunk 1", "chunk 3", "chunk 3, requery 2"]
     assert set(result["summary"]["paired"]) == {"chunk 3", "chunk 3, requery 2"}
     assert "| chunk 3, requery 2 |" in (tmp_path / "door.md").read_text()
+
+
+@pytest.mark.sim
+@pytest.mark.slow
+def test_representations_compares_keys_of_the_saved_vinns_trunk_and_names_missing_bcs(tmp_path):
+    from vinn_policy.encoder import Encoder
+    from vinn_policy.harness.args import BenchmarkArgs
+    from vinn_policy.harness.pipeline import ensure_demos
+
+    script = load_script("representations")
+    with pytest.raises(SystemExit, match="holds no saved VINN"):
+        script.main(script.Args(task="door", smoke=True, run_dir=str(tmp_path / "none"), data_dir=str(tmp_path / "data"), out=str(tmp_path)))
+    bench = BenchmarkArgs(task="door", smoke=True, data_dir=str(tmp_path / "data"))
+    data = ensure_demos("door", bench.demos + bench.val_demos, bench.data_dir, image_size=bench.image_px, progress=False)
+    VINNPolicy.fit(data.frames, data.actions, data.episode_ids, encoder=Encoder(bench.encoder_config()), k=2,
+                   gripper_index=-1).save(tmp_path / "run" / "policies" / "training0" / "vinn")
+    result = script.main(script.Args(task="door", smoke=True, run_dir=str(tmp_path / "run"), data_dir=str(tmp_path / "data"), out=str(tmp_path)))
+    assert [r["trunk"] for r in result["rows"]] == ["VINN's BYOL"] * 6 + ["untrained (seed 0)"] * 6 and result["missing"] == ["bc", "bc_paper"]
+    paper = result["rows"][0]
+    assert paper["key"] == "global average (the paper's)" and paper["dim"] == 512 and paper["mse"] >= 0
+    assert {r["dim"] for r in result["rows"] if "keypoints" in r["key"]} == {512, 1024}  # 2 coordinates per channel
+    assert "Not in" in (tmp_path / "door.md").read_text()
