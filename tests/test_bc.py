@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from vinn_policy.baselines.bc import BCConfig, BCPolicy, RandomCrop, SpatialSoftmax
-from vinn_policy.encoder import EncoderConfig
+from vinn_policy.baselines.bc import BCConfig, BCPolicy
+from vinn_policy.encoder import EncoderConfig, RandomCrop, SpatialSoftmax
 
 from .conftest import make_episodes
 from .test_baselines import TINY
@@ -109,7 +109,7 @@ def test_an_end_to_end_bcs_trunk_serves_vinn_as_its_encoder_and_round_trips(tmp_
     assert encoder.feature_dim == config.feature_dim and encoder.embed(frames[:3]).shape == (3, config.feature_dim)
     vinn = VINNPolicy.fit(frames, actions, eps, encoder=encoder, k=3, gripper_index=3)
     loaded = VINNPolicy.load(vinn.save(tmp_path / "vinn_bc_encoder"))
-    assert loaded.encoder.origin == "bc" and loaded.encoder.trunk_spec == {"bc": loaded.encoder.trunk_spec["bc"]}
+    assert loaded.encoder.origin == "bc" and loaded.encoder.trunk_spec == {"pooling": "spatial_softmax", "keypoints": 32, "projection": 64, "crop": 36}
     np.testing.assert_array_equal(loaded.encoder.embed(frames), encoder.embed(frames))  # BC's centre crop and keypoints
     np.testing.assert_array_equal(loaded.act_batch(frames[:5]), vinn.act_batch(frames[:5]))
     assert "encoder_trunk" not in bc.encoder.meta()  # BC's own artefact (and its digest) is unchanged

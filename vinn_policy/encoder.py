@@ -154,13 +154,54 @@ def load_imagenet_weights(trunk: nn.Module, arch: str, weights_file: str | Path)
         raise ValueError(f"{path} does not hold {arch} ImageNet weights ({str(e)[:200]}); expected torchvision's {official}.") from e
 
 
-def custom_trunk(spec: dict) -> nn.Module:
-    """The untrained trunk an Encoder.trunk_spec describes: {"bc": config} is an end-to-end BC's (baselines.bc.bc_trunk)."""
-    if set(spec) != {"bc"}:
-        raise ValueError(f"unknown trunk spec {sorted(spec)}; expected {{'bc': BCConfig fields}}")
-    from vinn_policy.baselines.bc import BCConfig, bc_trunk  # BC builds on this module: imported when needed
+class SpatialSoftmax(nn.Module):
+    """(B, C, H, W) feature map -> (B, K, 2): each of K learned 1x1-conv heatmaps' expected (x, y) in [-1, 1]
+    (Levine et al. 2016; robomimic's SpatialSoftmax without its optional noise)."""
 
-    return bc_trunk(BCConfig(**spec["bc"]))
+    def __init__(self, in_channels: int, keypoints: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, keypoints, kernel_size=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        heat = self.conv(x)
+        h, w = heat.shape[-2:]
+        ys, xs = torch.meshgrid(torch.linspace(-1, 1, h, device=x.device), torch.linspace(-1, 1, w, device=x.device), indexing="ij")
+        grid = torch.stack([xs.flatten(), ys.flatten()], dim=-1).to(heat.dtype)  # (HW, 2)
+        return F.softmax(heat.flatten(2), dim=-1) @ grid  # (B, K, 2)
+
+
+class RandomCrop(nn.Module):
+    """A random `size` x `size` crop of each image in training mode, the centre crop in eval mode (robomimic's
+    CropRandomizer with one crop). Crops draw from torch's global generator, seeded by fitting."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        self.size = size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) -> (B, C, size, size)
+        b, c, h, w = x.shape
+        s = self.size
+        if not self.training:
+            top, left = (h - s) // 2, (w - s) // 2
+            return x[:, :, top : top + s, left : left + s]
+        span = torch.arange(s, device=x.device)
+        rows = torch.randint(0, h - s + 1, (b, 1), device=x.device) + span  # (B, s)
+        cols = torch.randint(0, w - s + 1, (b, 1), device=x.device) + span
+        batch, channel = torch.arange(b, device=x.device), torch.arange(c, device=x.device)
+        return x[batch[:, None, None, None], channel[None, :, None, None], rows[:, None, :, None], cols[:, None, None, :]]
+
+
+def custom_trunk(arch: str, spec: dict) -> nn.Module:
+    """A randomly initialised `arch` trunk pooled and cropped as `spec` says: {"pooling": "avg" (torchvision's global
+    average) or "spatial_softmax" (`keypoints` expected image positions, projected to `projection` dims), "crop": a
+    RandomCrop size or None}. End-to-end BC's trunks are these (baselines.bc.trunk_spec)."""
+    if spec.get("pooling") not in ("avg", "spatial_softmax"):
+        raise ValueError(f"trunk spec pooling must be 'avg' or 'spatial_softmax'; got {spec!r}")
+    trunk = build_trunk(arch)
+    if spec["pooling"] == "spatial_softmax":
+        trunk.avgpool = SpatialSoftmax(ARCHITECTURES[arch][1], int(spec["keypoints"]))
+        trunk.fc = nn.Linear(2 * int(spec["keypoints"]), int(spec["projection"]))  # ResNet.forward flattens (B, K, 2) first
+    return nn.Sequential(RandomCrop(int(spec["crop"])), trunk) if spec.get("crop") else trunk
 
 
 @dataclass
@@ -172,8 +213,8 @@ class Encoder:
     origin: str = "random-init"
     """How the weights came to be: random-init, imagenet, byol, bc (recorded in saved artefacts)."""
     trunk_spec: dict | None = None
-    """How to rebuild a trunk that is not a plain ResNet, saved with it: {"bc": BCConfig as a dict} for the trunk of an
-    end-to-end BC (crop and pooling as that config says; see `custom_trunk`). None: build_trunk(config.arch)."""
+    """How to rebuild a trunk that is not a plain ResNet (its pooling and crop, see `custom_trunk`; e.g. an end-to-end
+    BC's), saved with it. None: build_trunk(config.arch)."""
     output_dim: int | None = None
     """Embedding size of such a trunk (BC's spatial-softmax projection); None: the architecture's (config.feature_dim)."""
 
@@ -245,7 +286,7 @@ class Encoder:
         spec, output_dim = meta.get("encoder_trunk"), meta.get("encoder_output_dim")
         if trunk is None:
             try:
-                trunk = custom_trunk(spec) if spec else build_trunk(config.arch)
+                trunk = custom_trunk(config.arch, spec) if spec else build_trunk(config.arch)
             except (KeyError, TypeError, ValueError) as e:
                 raise ArtefactError(f"{path}: invalid encoder trunk metadata ({e}).") from e
         state = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}

@@ -34,7 +34,7 @@ from vinn_policy.actions import resolve_gripper_index
 from vinn_policy.artefact import ArtefactError, load_artefact, require_keys, save_artefact
 from vinn_policy.byol import BYOLConfig, augment_batch, augmentation
 from vinn_policy.database import check_rows
-from vinn_policy.encoder import Encoder, EncoderConfig, build_trunk, check_images, normalize, resize_uint8
+from vinn_policy.encoder import Encoder, EncoderConfig, check_images, custom_trunk, normalize, resize_uint8
 from vinn_policy.policy import extract_images
 
 BC_VERSION = 2
@@ -142,51 +142,15 @@ class BCConfig:
         return "bc" if self.pooling == "spatial_softmax" else "bc_paper"
 
 
-class SpatialSoftmax(nn.Module):
-    """(B, C, H, W) feature map -> (B, K, 2): each of K learned 1x1-conv heatmaps' expected (x, y) in [-1, 1]
-    (Levine et al. 2016; robomimic's SpatialSoftmax without its optional noise)."""
-
-    def __init__(self, in_channels: int, keypoints: int) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(in_channels, keypoints, kernel_size=1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        heat = self.conv(x)
-        h, w = heat.shape[-2:]
-        ys, xs = torch.meshgrid(torch.linspace(-1, 1, h, device=x.device), torch.linspace(-1, 1, w, device=x.device), indexing="ij")
-        grid = torch.stack([xs.flatten(), ys.flatten()], dim=-1).to(heat.dtype)  # (HW, 2)
-        return F.softmax(heat.flatten(2), dim=-1) @ grid  # (B, K, 2)
-
-
-class RandomCrop(nn.Module):
-    """A random `size` x `size` crop of each image in training mode, the centre crop in eval mode (robomimic's
-    CropRandomizer with one crop). Crops draw from torch's global generator, seeded by fitting."""
-
-    def __init__(self, size: int) -> None:
-        super().__init__()
-        self.size = size
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) -> (B, C, size, size)
-        b, c, h, w = x.shape
-        s = self.size
-        if not self.training:
-            top, left = (h - s) // 2, (w - s) // 2
-            return x[:, :, top : top + s, left : left + s]
-        span = torch.arange(s, device=x.device)
-        rows = torch.randint(0, h - s + 1, (b, 1), device=x.device) + span  # (B, s)
-        cols = torch.randint(0, w - s + 1, (b, 1), device=x.device) + span
-        batch, channel = torch.arange(b, device=x.device), torch.arange(c, device=x.device)
-        return x[batch[:, None, None, None], channel[None, :, None, None], rows[:, None, :, None], cols[:, None, None, :]]
+def trunk_spec(config: BCConfig) -> dict:
+    """The pooling and crop of an end-to-end BC's trunk, as encoder.custom_trunk takes them (and artefacts save them)."""
+    return {"pooling": config.pooling, "keypoints": config.keypoints, "projection": config.feature_dim, "crop": config.crop}
 
 
 def bc_trunk(config: BCConfig) -> nn.Module:
     """A randomly initialised ResNet for end-to-end BC: torchvision's global pool (avg) or spatial-softmax keypoints
     and their projection in place of the pool and classifier, after the crop (if any)."""
-    trunk = build_trunk(config.encoder.arch)
-    if config.pooling == "spatial_softmax":
-        trunk.avgpool = SpatialSoftmax(config.encoder.feature_dim, config.keypoints)
-        trunk.fc = nn.Linear(2 * config.keypoints, config.feature_dim)  # ResNet.forward flattens (B, K, 2) first
-    return nn.Sequential(RandomCrop(config.crop), trunk) if config.crop else trunk
+    return custom_trunk(config.encoder.arch, trunk_spec(config))
 
 
 def trunk_feature_dim(config: BCConfig) -> int:
@@ -200,7 +164,7 @@ def feature_encoder(policy: BCPolicy) -> Encoder:
     that embeds with it. BC-rep's trunk is the frozen encoder it was given."""
     if policy.frozen:
         raise ValueError("BC-rep's features are its given encoder's: use that encoder.")
-    return Encoder(policy.encoder.config, trunk=policy.encoder.trunk, origin="bc", trunk_spec={"bc": asdict(policy.config)},
+    return Encoder(policy.encoder.config, trunk=policy.encoder.trunk, origin="bc", trunk_spec=trunk_spec(policy.config),
                    output_dim=trunk_feature_dim(policy.config))
 
 
