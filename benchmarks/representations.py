@@ -25,7 +25,7 @@ import tyro
 
 from vinn_policy.actions import GRIPPER_INDEX
 from vinn_policy.baselines import load_policy
-from vinn_policy.encoder import Encoder, preprocess
+from vinn_policy.encoder import Encoder, expected_positions, preprocess
 from vinn_policy.harness.args import BenchmarkArgs
 from vinn_policy.harness.offline import OfflineConfig, gripper_accuracy, knn_curve, translation_mse
 from vinn_policy.harness.pipeline import ensure_demos
@@ -59,11 +59,8 @@ def feature_maps(encoder: Encoder, frames: np.ndarray, batch: int = 256) -> tupl
 
 
 def keypoints(maps: torch.Tensor) -> torch.Tensor:
-    """(N, C, h, w) -> (N, 2C): each channel's softmax-weighted mean image position (x then y, in [-1, 1])."""
-    n, c, h, w = maps.shape
-    p = F.softmax(maps.reshape(n, c, h * w), -1)
-    ys, xs = torch.meshgrid(torch.linspace(-1, 1, h), torch.linspace(-1, 1, w), indexing="ij")
-    return torch.cat([p @ xs.reshape(-1, 1), p @ ys.reshape(-1, 1)], 1).reshape(n, 2 * c)
+    """(N, C, h, w) -> (N, 2C): each channel's expected image position (spatial softmax without a learned projection)."""
+    return expected_positions(maps).flatten(1)
 
 
 def pooled_keys(encoder: Encoder, frames: np.ndarray) -> dict[str, np.ndarray]:

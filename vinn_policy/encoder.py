@@ -163,11 +163,15 @@ class SpatialSoftmax(nn.Module):
         self.conv = nn.Conv2d(in_channels, keypoints, kernel_size=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        heat = self.conv(x)
-        h, w = heat.shape[-2:]
-        ys, xs = torch.meshgrid(torch.linspace(-1, 1, h, device=x.device), torch.linspace(-1, 1, w, device=x.device), indexing="ij")
-        grid = torch.stack([xs.flatten(), ys.flatten()], dim=-1).to(heat.dtype)  # (HW, 2)
-        return F.softmax(heat.flatten(2), dim=-1) @ grid  # (B, K, 2)
+        return expected_positions(self.conv(x))
+
+
+def expected_positions(heat: torch.Tensor) -> torch.Tensor:
+    """(B, K, H, W) heatmaps -> (B, K, 2): each map's softmax-weighted mean image position (x, y), in [-1, 1]."""
+    h, w = heat.shape[-2:]
+    ys, xs = torch.meshgrid(torch.linspace(-1, 1, h, device=heat.device), torch.linspace(-1, 1, w, device=heat.device), indexing="ij")
+    grid = torch.stack([xs.flatten(), ys.flatten()], dim=-1).to(heat.dtype)  # (HW, 2)
+    return F.softmax(heat.flatten(2), dim=-1) @ grid  # (B, K, 2)
 
 
 class RandomCrop(nn.Module):

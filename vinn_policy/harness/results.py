@@ -72,7 +72,11 @@ def time_calls(fn: Callable[[], object], repeats: int, warmup: int = 3) -> dict[
         t = time.perf_counter()
         fn()
         times.append((time.perf_counter() - t) * 1e3)
-    return {"median_ms": float(np.median(times)), "p99_ms": float(np.percentile(times, 99)), "mean_ms": float(np.mean(times))}
+    return latency_stats(times)
+
+
+def latency_stats(times_ms: Sequence[float]) -> dict[str, float]:
+    return {"median_ms": float(np.median(times_ms)), "p99_ms": float(np.percentile(times_ms, 99)), "mean_ms": float(np.mean(times_ms))}
 
 
 def time_alternating(fns: dict[str, Callable[[], object]], repeats: int, warmup: int = 3) -> dict[str, dict[str, float]]:
@@ -87,8 +91,7 @@ def time_alternating(fns: dict[str, Callable[[], object]], repeats: int, warmup:
             t = time.perf_counter()
             fn()
             times[name].append((time.perf_counter() - t) * 1e3)
-    return {name: {"median_ms": float(np.median(t)), "p99_ms": float(np.percentile(t, 99)), "mean_ms": float(np.mean(t))}
-            for name, t in times.items()}
+    return {name: latency_stats(t) for name, t in times.items()}
 
 
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:

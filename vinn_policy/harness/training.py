@@ -184,19 +184,16 @@ def fit_bc_methods(args: BenchmarkArgs, methods: tuple[str, ...], data: Demos, t
     rows = np.concatenate([train_rows, val_rows])
     data_rows = (data.frames[rows], data.actions[rows], data.episode_ids[rows])
     val_eps = np.unique(data.episode_ids[val_rows])
+    needed = [n for n in ("bc", "bc_paper", "bc_rep") if n in methods or (n == "bc" and "vinn_bc_encoder" in methods)]
     reports, bc = {}, None
-    for name in ("bc", "bc_paper", "bc_rep"):
+    for name in needed:
         def fit(n: str = name) -> BCPolicy:
             return cached_bc(*data_rows, args.bc_config(n, seed), val_eps, encoder if n == "bc_rep" else None, args.cache_dir, args.retrain)[0]
 
+        policy = saved.fit(name, fit) if name in methods else fit()  # bc only for vinn_bc_encoder's trunk: not saved as a method
         if name in methods:
-            policy = saved.fit(name, fit)
             reports[name] = {**asdict(policy.report), "converged": policy.report.converged, "cap": policy.config.epochs,
                              "patience": policy.config.patience}
-        elif name == "bc" and "vinn_bc_encoder" in methods:
-            policy = fit()
-        else:
-            continue
         if name == "bc":
             bc = policy
     return reports, bc
