@@ -176,3 +176,44 @@ def test_bc_rep_on_features_the_caller_embedded_trains_as_on_its_own_embedding(d
     assert given.report.val_loss == own.report.val_loss
     with pytest.raises(ValueError, match=r"features must be the 40 frames' 512-d embeddings; got shape \(39, 512\)"):
         BCPolicy.fit_on_features(frames, actions, eps, tiny_encoder, config, progress=False, features=tiny_encoder.embed(frames[:-1]))
+
+
+def test_an_interrupted_cached_bc_resumes_from_its_last_epoch_to_the_same_policy(tmp_path, data, monkeypatch):
+    from vinn_policy.baselines import bc
+    from vinn_policy.harness.pipeline import cached_bc
+
+    frames, actions, eps = data
+    # BYOL's augmentations draw on torch's global generator: the resumed run must restore it, not just the weights.
+    config = BCConfig(encoder=EncoderConfig(image_size=32), batch_size=8, epochs=4, patience=0, augment=True)
+    whole, _ = cached_bc(frames, actions, eps, config, [4], cache_dir=tmp_path / "whole", progress=False)
+
+    real_save, saves = bc._save_checkpoint, []
+
+    def save_then_crash(*args, **kwargs):
+        real_save(*args, **kwargs)
+        saves.append(1)
+        if len(saves) == 2:
+            raise KeyboardInterrupt  # killed after epoch 2's checkpoint reached the disk
+
+    monkeypatch.setattr(bc, "_save_checkpoint", save_then_crash)
+    with pytest.raises(KeyboardInterrupt):
+        cached_bc(frames, actions, eps, config, [4], cache_dir=tmp_path / "cut", progress=False)
+    monkeypatch.setattr(bc, "_save_checkpoint", real_save)
+    [checkpoint] = (tmp_path / "cut").glob("bc-*.checkpoint")
+    resumed, info = cached_bc(frames, actions, eps, config, [4], cache_dir=tmp_path / "cut", progress=False)
+    assert len(saves) == 2 and not info["cached"]
+    assert resumed.report.train_loss == whole.report.train_loss and resumed.report.val_loss == whole.report.val_loss
+    np.testing.assert_array_equal(resumed.act_batch(frames[:4]), whole.act_batch(frames[:4]))
+    assert not checkpoint.exists() and (tmp_path / "cut" / checkpoint.name.removesuffix(".checkpoint")).exists()
+
+
+def test_a_bc_checkpoint_made_with_other_settings_is_refused(tmp_path, data, tiny_encoder):
+    frames, actions, eps = data
+    BCPolicy.fit_on_features(frames, actions, eps, tiny_encoder, BCConfig(**TINY, epochs=1), val_episodes=[4],
+                             progress=False, checkpoint_dir=tmp_path)
+    longer = BCPolicy.fit_on_features(frames, actions, eps, tiny_encoder, BCConfig(**TINY, epochs=2), val_episodes=[4],
+                                      progress=False, checkpoint_dir=tmp_path)  # a raised cap trains on
+    assert len(longer.report.val_loss) == 2
+    with pytest.raises(ValueError, match="other settings.*lr"):
+        BCPolicy.fit_on_features(frames, actions, eps, tiny_encoder, BCConfig(**{**TINY, "lr": 0.5}, epochs=3),
+                                 val_episodes=[4], progress=False, checkpoint_dir=tmp_path)

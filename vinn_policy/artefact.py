@@ -34,7 +34,7 @@ FORMAT_VERSION = 2
 READABLE_VERSIONS = (1, 2)
 WEIGHTS_FILE = "model.safetensors"
 META_FILE = "config.json"
-KINDS = ("encoder", "vinn_policy", "bc_policy", "open_loop_policy", "random_policy", "byol_checkpoint")
+KINDS = ("encoder", "vinn_policy", "bc_policy", "open_loop_policy", "random_policy", "byol_checkpoint", "bc_checkpoint")
 """Every artefact kind this package writes: a save may replace a folder holding one of these."""
 
 
@@ -237,3 +237,23 @@ def require_keys(tensors: dict[str, torch.Tensor], names: list[str], path: str |
     missing = [n for n in names if n not in tensors]
     if missing:
         raise ArtefactError(f"{path} lacks tensors {missing}; expected {names}.")
+
+
+def optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], list[dict]]:
+    """An optimizer's state as flat tensors ("optim.<param>.<name>") and its JSON-able param_groups, for a checkpoint."""
+    state = optimizer.state_dict()
+    tensors = {f"optim.{i}.{name}": torch.as_tensor(v) for i, s in state["state"].items() for name, v in s.items()}
+    return tensors, state["param_groups"]
+
+
+def load_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], param_groups: list[dict], path: str | Path) -> None:
+    """Restore what optimizer_tensors saved (ArtefactError if it does not fit this optimizer's parameters)."""
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for name, v in tensors.items():
+        if name.startswith("optim."):
+            _, i, key = name.split(".", 2)
+            state.setdefault(int(i), {})[key] = v
+    try:
+        optimizer.load_state_dict({"state": state, "param_groups": param_groups})
+    except (ValueError, KeyError) as e:
+        raise ArtefactError(f"{path}: optimizer state does not fit this model ({e}).") from e

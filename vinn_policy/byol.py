@@ -24,7 +24,7 @@ from torchvision.transforms import v2 as T
 from tqdm.auto import tqdm
 
 from vinn_policy import distributed
-from vinn_policy.artefact import ArtefactError, load_artefact, save_artefact
+from vinn_policy.artefact import load_artefact, load_optimizer, optimizer_tensors, save_artefact
 from vinn_policy.encoder import Encoder, EncoderConfig, build_trunk, check_images, normalize, resize_uint8
 
 CHECKPOINT_NAME = "byol_checkpoint"
@@ -161,11 +161,9 @@ def _settings(config: dict, version: int | None) -> dict:
 
 
 def _save_checkpoint(path: Path, model: BYOL, optimizer: torch.optim.Optimizer, config: BYOLConfig, epoch: int, losses: list[float]) -> None:
-    state = optimizer.state_dict()
-    tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
-    for i, s in state["state"].items():
-        tensors.update({f"optim.{i}.{name}": torch.as_tensor(v) for name, v in s.items()})
-    meta = {"config": asdict(config), "version": BYOL_VERSION, "epoch": epoch, "losses": losses, "param_groups": state["param_groups"]}
+    optim, param_groups = optimizer_tensors(optimizer)
+    tensors = {**{f"model.{k}": v for k, v in model.state_dict().items()}, **optim}
+    meta = {"config": asdict(config), "version": BYOL_VERSION, "epoch": epoch, "losses": losses, "param_groups": param_groups}
     save_artefact(path, "byol_checkpoint", tensors, meta)
 
 
@@ -180,15 +178,7 @@ def _load_checkpoint(path: Path, model: BYOL, optimizer: torch.optim.Optimizer, 
         raise ValueError(f"The checkpoint in {path} was made with other settings {diff} (saved, now); "
                          "use another checkpoint directory or delete it to start afresh.")
     model.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
-    optim_state: dict[int, dict[str, torch.Tensor]] = {}
-    for name, v in tensors.items():
-        if name.startswith("optim."):
-            _, i, key = name.split(".", 2)
-            optim_state.setdefault(int(i), {})[key] = v
-    try:
-        optimizer.load_state_dict({"state": optim_state, "param_groups": meta["param_groups"]})
-    except (ValueError, KeyError) as e:
-        raise ArtefactError(f"{path}: optimizer state does not fit this model ({e}).") from e
+    load_optimizer(optimizer, tensors, meta["param_groups"], path)
     return int(meta["epoch"]), list(meta["losses"])
 
 

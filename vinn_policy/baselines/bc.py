@@ -31,7 +31,14 @@ from tqdm.auto import tqdm
 
 from vinn_policy import distributed
 from vinn_policy.actions import resolve_gripper_index
-from vinn_policy.artefact import ArtefactError, load_artefact, require_keys, save_artefact
+from vinn_policy.artefact import (
+    ArtefactError,
+    load_artefact,
+    load_optimizer,
+    optimizer_tensors,
+    require_keys,
+    save_artefact,
+)
 from vinn_policy.byol import BYOLConfig, augment_batch, augmentation
 from vinn_policy.database import check_rows
 from vinn_policy.encoder import Encoder, EncoderConfig, check_images, custom_trunk, normalize, resize_uint8
@@ -226,9 +233,12 @@ class TrainReport:
         return self.stopped_early
 
 
+CHECKPOINT_NAME = "bc_checkpoint"
+
+
 def _train(model: nn.Module, inputs: Callable[[NDArray[np.int64], bool], torch.Tensor], targets: torch.Tensor,
            loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], train_rows: NDArray[np.int64], val_rows: NDArray[np.int64],
-           config: BCConfig, desc: str, progress: bool) -> TrainReport:
+           config: BCConfig, desc: str, progress: bool, checkpoint_dir: str | Path | None = None) -> TrainReport:
     """AdamW on loss(model(inputs(rows, train)), targets[rows]), with per-epoch validation, the learning rate lowered on
     validation plateaus, early stopping and best-epoch restoring.
 
@@ -237,10 +247,14 @@ def _train(model: nn.Module, inputs: Callable[[NDArray[np.int64], bool], torch.T
     (vinn_policy.distributed), so the result matches one process, except for random crops (BCConfig.crop),
     which each rank draws for its own shard inside the model.
 
+    `checkpoint_dir`: after every epoch the whole training state (weights, best weights, optimizer, scheduler, random
+    generators, curves) is written there atomically, and a call that finds one resumes from it: on one process the
+    result is the same as an uninterrupted run's (several processes resume with rank 0's random generators).
+
     Raises:
         FloatingPointError: a training or validation loss is NaN/inf before any epoch had a finite validation loss.
+        ValueError: the checkpoint was made with other settings.
     """
-    start = time.perf_counter()
     rank, world = distributed.init()
     if world > 1:
         model = distributed.convert_batchnorm(model, to_sync=True)
@@ -249,7 +263,12 @@ def _train(model: nn.Module, inputs: Callable[[NDArray[np.int64], bool], torch.T
     plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=config.lr_factor, patience=config.lr_patience, threshold=0)
     gen = torch.Generator().manual_seed(config.seed)
     best, best_state, best_epoch, history = float("inf"), None, 0, TrainReport([], [], 0, False, 0.0)
-    bar = tqdm(range(config.epochs), desc=desc, unit="epoch", disable=not progress or rank > 0)
+    ckpt = Path(checkpoint_dir) / CHECKPOINT_NAME if checkpoint_dir is not None else None
+    if ckpt is not None and ckpt.exists():
+        best, best_state, best_epoch, history = _load_checkpoint(ckpt, model, optimizer, plateau, gen, config)
+    start, clock = len(history.val_loss), time.perf_counter() - history.seconds
+    bar = tqdm(range(start, config.epochs if not history.stopped_early else start), desc=desc, unit="epoch",
+               initial=start, total=config.epochs, disable=not progress or rank > 0)
     for epoch in bar:
         model.train()
         order = train_rows[torch.randperm(len(train_rows), generator=gen).numpy()]
@@ -278,11 +297,56 @@ def _train(model: nn.Module, inputs: Callable[[NDArray[np.int64], bool], torch.T
             best_state = copy.deepcopy(model.state_dict())
         elif config.patience and epoch - best_epoch >= config.patience:
             history.stopped_early = True
+        history.seconds = time.perf_counter() - clock
+        if ckpt is not None and rank == 0:
+            _save_checkpoint(ckpt, model, best_state, optimizer, plateau, gen, config, best, best_epoch, history)
+        if history.stopped_early:
             break
     model.load_state_dict(best_state)
     distributed.convert_batchnorm(model, to_sync=False).eval()
-    history.best_epoch, history.seconds = best_epoch + 1, time.perf_counter() - start
+    history.best_epoch, history.seconds = best_epoch + 1, time.perf_counter() - clock
     return history
+
+
+def _checkpoint_settings(config: BCConfig) -> dict:
+    settings = result_settings(config)
+    settings.pop("epochs")  # the cap may be raised to train on
+    return settings
+
+
+def _save_checkpoint(path: Path, model: nn.Module, best_state: dict, optimizer: torch.optim.Optimizer,
+                     plateau: torch.optim.lr_scheduler.ReduceLROnPlateau, gen: torch.Generator, config: BCConfig,
+                     best: float, best_epoch: int, history: TrainReport) -> None:
+    optim, param_groups = optimizer_tensors(optimizer)
+    tensors = {**{f"model.{k}": v for k, v in model.state_dict().items()}, **{f"best.{k}": v for k, v in best_state.items()},
+               **optim, "rng.shuffle": gen.get_state(), "rng.torch": torch.get_rng_state()}
+    meta = {"settings": _checkpoint_settings(config), "best": best, "best_epoch": best_epoch, "history": asdict(history),
+            "param_groups": param_groups, "plateau": plateau.state_dict()}
+    save_artefact(path, CHECKPOINT_NAME, tensors, meta)
+
+
+def _load_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
+                     plateau: torch.optim.lr_scheduler.ReduceLROnPlateau, gen: torch.Generator,
+                     config: BCConfig) -> tuple[float, dict, int, TrainReport]:
+    """Restore a _save_checkpoint into these objects; returns (best, best_state, best_epoch, history)."""
+    tensors, meta = load_artefact(path, CHECKPOINT_NAME)
+    saved, now = meta.get("settings"), _checkpoint_settings(config)
+    if saved != now:
+        diff = {k: (saved.get(k), now.get(k)) for k in set(saved or {}) | set(now) if (saved or {}).get(k) != now.get(k)}
+        raise ValueError(f"The BC checkpoint in {path} was made with other settings {diff} (saved, now); "
+                         "use another checkpoint directory or delete it to train afresh.")
+    try:
+        model.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
+    except RuntimeError as e:
+        raise ArtefactError(f"{path}: its weights do not fit this model: {str(e)[:200]}") from e
+    best_state = {k[len("best."):]: v for k, v in tensors.items() if k.startswith("best.")}
+    if best_state.keys() != model.state_dict().keys():
+        raise ArtefactError(f"{path}: its best-epoch weights do not fit this model.")
+    load_optimizer(optimizer, tensors, meta["param_groups"], path)
+    plateau.load_state_dict(meta["plateau"])
+    gen.set_state(tensors["rng.shuffle"])
+    torch.set_rng_state(tensors["rng.torch"])
+    return float(meta["best"]), best_state, int(meta["best_epoch"]), TrainReport(**meta["history"])
 
 
 def _check_finite(history: TrainReport, epoch: int, desc: str) -> None:
@@ -344,13 +408,14 @@ class BCPolicy:
 
     @classmethod
     def fit_end_to_end(cls, frames: NDArray[np.uint8], actions: NDArray, episode_ids: NDArray, config: BCConfig | None = None,
-                       val_episodes: object = None, progress: bool = True, device: str | None = None) -> BCPolicy:
+                       val_episodes: object = None, progress: bool = True, device: str | None = None,
+                       checkpoint_dir: str | Path | None = None) -> BCPolicy:
         """Train a randomly initialised trunk (bc_trunk: pooling and crop as configured) and the head together on
         (image, action) pairs, with BYOL's augmentations if `config.augment`.
 
         Early stopping uses `val_episodes` (episode ids) if given, else `config.val_fraction` of the episodes.
         `device`: where to train (default cuda when available; images are kept and augmented there); the policy
-        returns on the CPU.
+        returns on the CPU. `checkpoint_dir`: resumable training (see _train); give it the same data again.
         """
         frames, actions, episode_ids = _check_data(frames, actions, episode_ids)
         config = _resolve_gripper(config or BCConfig(), actions.shape[1])
@@ -369,7 +434,7 @@ class BCPolicy:
 
         train_rows, val_rows = _rows(episode_ids, val_episodes, config)
         model = nn.Sequential(encoder.trunk, head).to(device, memory_format=torch.channels_last)  # faster training convolutions
-        report = _train(model, inputs, targets, head.loss, train_rows, val_rows, config, "BC end-to-end", progress)
+        report = _train(model, inputs, targets, head.loss, train_rows, val_rows, config, "BC end-to-end", progress, checkpoint_dir)
         model.to("cpu")
         encoder.origin = "bc"
         return cls(encoder, head, config, frozen=False, report=report)
@@ -377,10 +442,11 @@ class BCPolicy:
     @classmethod
     def fit_on_features(cls, frames: NDArray[np.uint8], actions: NDArray, episode_ids: NDArray, encoder: Encoder,
                         config: BCConfig | None = None, val_episodes: object = None, progress: bool = True,
-                        device: str | None = None, features: NDArray[np.float32] | None = None) -> BCPolicy:
+                        device: str | None = None, features: NDArray[np.float32] | None = None,
+                        checkpoint_dir: str | Path | None = None) -> BCPolicy:
         """BC-rep: embed frames once with a frozen encoder (on its device), train only the head (on `device`,
         default cuda when available; it returns on the CPU). `features`: `encoder.embed(frames)` if the caller has
-        it already (it is not embedded again)."""
+        it already (it is not embedded again). `checkpoint_dir`: resumable training (see _train)."""
         frames, actions, episode_ids = _check_data(frames, actions, episode_ids)
         config = _resolve_gripper(config or BCConfig(), actions.shape[1])
         torch.manual_seed(config.seed)
@@ -396,7 +462,7 @@ class BCPolicy:
         train_rows, val_rows = _rows(episode_ids, val_episodes, config)
         if config.standardize:
             head.standardize_on(features[train_rows])
-        report = _train(head, lambda rows, train: features[rows], targets, head.loss, train_rows, val_rows, config, "BC-rep", progress)
+        report = _train(head, lambda rows, train: features[rows], targets, head.loss, train_rows, val_rows, config, "BC-rep", progress, checkpoint_dir)
         return cls(encoder, head.to("cpu"), config, frozen=True, report=report)
 
     def reset(self, seed: int | None = None) -> None:
@@ -457,6 +523,8 @@ class TrainArgs:
     encoder: str | None = None
     """A saved encoder: BC-rep on its frozen features. Without it, BC end-to-end."""
     max_episodes: int | None = None
+    checkpoint_dir: str | None = None
+    """Resumable training: a checkpoint every epoch, resumed by the same command."""
 
 
 def cli() -> None:
@@ -470,9 +538,10 @@ def cli() -> None:
     rank, world = distributed.init()
     data = (demos.frames, demos.actions, demos.episode_ids)
     if args.encoder:
-        policy = BCPolicy.fit_on_features(*data, encoder=Encoder.load(args.encoder), config=args.config, progress=rank == 0)
+        policy = BCPolicy.fit_on_features(*data, encoder=Encoder.load(args.encoder), config=args.config, progress=rank == 0,
+                                          checkpoint_dir=args.checkpoint_dir)
     else:
-        policy = BCPolicy.fit_end_to_end(*data, config=args.config, progress=rank == 0)
+        policy = BCPolicy.fit_end_to_end(*data, config=args.config, progress=rank == 0, checkpoint_dir=args.checkpoint_dir)
     if rank == 0:
         print(f"{policy.name} on {world} process(es): train losses {[round(x, 4) for x in policy.report.train_loss]}; "
               f"saved {policy.save(args.out)}")

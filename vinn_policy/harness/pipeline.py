@@ -117,7 +117,9 @@ def cached_bc(frames: NDArray[np.uint8], actions: NDArray[np.floating], episode_
               val_episodes: NDArray[np.integer], encoder: Encoder | None = None, cache_dir: str | Path = "runs/cache",
               retrain: bool = False, progress: bool = True) -> tuple[BCPolicy, dict]:
     """BC end-to-end (no encoder) or BC-rep (on `encoder`'s frozen features), trained once per (data, config,
-    bc.BC_VERSION, encoder weights) and cached under cache_dir/bc[_rep]-<hash>. Returns (policy, {"path", "cached"})."""
+    bc.BC_VERSION, encoder weights) and cached under cache_dir/bc[_rep]-<hash>. Training checkpoints every epoch
+    into cache_dir/bc[_rep]-<hash>.checkpoint, so an interrupted run resumes where it stopped.
+    Returns (policy, {"path", "cached"})."""
     digest = hashlib.sha256()
     for part in (frames_digest(frames), json.dumps(bc_settings(config), sort_keys=True)):
         digest.update(part.encode())
@@ -128,14 +130,20 @@ def cached_bc(frames: NDArray[np.uint8], actions: NDArray[np.floating], episode_
             digest.update(name.encode())
             digest.update(tensor.contiguous().numpy().tobytes())
     folder = Path(cache_dir) / f"bc{'_rep' if encoder is not None else ''}-{digest.hexdigest()[:16]}"
+    checkpoint = folder.with_name(folder.name + ".checkpoint")
     if folder.exists() and not retrain:
         try:
             return BCPolicy.load(folder), {"path": str(folder), "cached": True}
         except ArtefactError:
             shutil.rmtree(folder)  # our own unusable cache entry (e.g. a corrupt config.json, which a save refuses to replace): train again
+    if retrain:
+        shutil.rmtree(checkpoint, ignore_errors=True)
     if encoder is None:
-        policy = BCPolicy.fit_end_to_end(frames, actions, episode_ids, config, val_episodes=val_episodes, progress=progress)
+        policy = BCPolicy.fit_end_to_end(frames, actions, episode_ids, config, val_episodes=val_episodes, progress=progress,
+                                         checkpoint_dir=checkpoint)
     else:
-        policy = BCPolicy.fit_on_features(frames, actions, episode_ids, encoder, config, val_episodes=val_episodes, progress=progress)
+        policy = BCPolicy.fit_on_features(frames, actions, episode_ids, encoder, config, val_episodes=val_episodes,
+                                          progress=progress, checkpoint_dir=checkpoint)
     policy.save(folder)
+    shutil.rmtree(checkpoint, ignore_errors=True)  # only needed to resume an unfinished run
     return policy, {"path": str(folder), "cached": False}
