@@ -11,11 +11,14 @@ nearest by L2, softmin weights, k chosen on the validation demos) over:
 - the trunks of the same training's BCs (robomimic's recipe and the paper's), learned from the actions;
 and, for reference, the BCs' own predictions. Offline error is not closed-loop success, but one regression over many
 keys separates the representation's share of VINN's error from the regression's. Validation demos only: no episodes.
+
+`--crop-scales 0.9 1.0` adds BYOL encoders trained like VINN's but with RandomResizedCrop's area drawn from (s, 1)
+instead of (0.6, 1): crops that move the scene by less keep more of where things are (cached like VINN's).
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +31,7 @@ from vinn_policy.baselines import load_policy
 from vinn_policy.encoder import Encoder, expected_positions, preprocess
 from vinn_policy.harness.args import BenchmarkArgs
 from vinn_policy.harness.offline import OfflineConfig, gripper_accuracy, knn_curve, translation_mse
-from vinn_policy.harness.pipeline import ensure_demos
+from vinn_policy.harness.pipeline import cached_byol, ensure_demos
 from vinn_policy.harness.results import environment, markdown_table, write_results
 from vinn_policy.policy import VINNPolicy
 
@@ -41,6 +44,9 @@ class Args:
     out: str = "runs/representations"
     """Writes <task>.{json,md} here."""
     data_dir: str = "data"
+    crop_scales: tuple[float, ...] = ()
+    """Also BYOL (training 0's config) with crop areas drawn from (s, 1) for each s, trained on the database demos."""
+    cache_dir: str = "runs/cache"
     smoke: bool = False
 
 
@@ -79,7 +85,7 @@ def regression_error(keys: np.ndarray, data, train: np.ndarray, val: np.ndarray)
 
 
 def main(args: Args) -> dict:
-    bench = BenchmarkArgs(task=args.task, smoke=args.smoke, data_dir=args.data_dir, run_dir=args.run_dir)
+    bench = BenchmarkArgs(task=args.task, smoke=args.smoke, data_dir=args.data_dir, run_dir=args.run_dir, cache_dir=args.cache_dir)
     policies = bench.work_dir / "policies" / "training0"
     if not (policies / "vinn" / "config.json").exists():
         raise SystemExit(f"{policies / 'vinn'} holds no saved VINN: run benchmarks/run_{args.task}.py first, or pass --run-dir.")
@@ -91,6 +97,11 @@ def main(args: Args) -> dict:
     rows = [{"trunk": "VINN's BYOL", "key": name, **regression_error(k, data, train, val)} for name, k in pooled_keys(byol, data.frames).items()]
     rows += [{"trunk": "untrained (seed 0)", "key": name, **regression_error(k, data, train, val)}
              for name, k in pooled_keys(Encoder(byol.config), data.frames).items()]
+    for scale in args.crop_scales:
+        config = replace(bench.byol_config(0), crop_scale=(scale, 1.0))
+        encoder = cached_byol(data.frames[train], config, bench.cache_dir)[0]
+        rows += [{"trunk": f"BYOL, crop area ({scale:g}, 1)", "key": name, **regression_error(k, data, train, val)}
+                 for name, k in pooled_keys(encoder, data.frames).items()]
     missing = []
     for method, key in (("bc", "spatial-softmax keypoints, projected"), ("bc_paper", "global average")):
         if not (policies / method / "config.json").exists():
@@ -103,8 +114,10 @@ def main(args: Args) -> dict:
         rows.append({"trunk": label, "key": "(the BC's own prediction)", "dim": None, "k": None,
                      "mse": translation_mse(pred, data.actions[val]), "gripper_accuracy": gripper_accuracy(pred, data.actions[val], GRIPPER_INDEX)})
     table = [[r["trunk"], r["key"], r["dim"] or "–", r["k"] or "–", f"{r['mse']:.4f}", f"{r['gripper_accuracy']:.0%}"] for r in rows]
+    flags = (f" --run-dir {args.run_dir}" if args.run_dir else "") + (f" --crop-scales {' '.join(f'{s:g}' for s in args.crop_scales)}"
+                                                                     if args.crop_scales else "")
     md = [f"# Which key VINN's regression needs: {args.task}\n",
-          f"`python benchmarks/representations.py --task {args.task}{f' --run-dir {args.run_dir}' if args.run_dir else ''}` · "
+          f"`python benchmarks/representations.py --task {args.task}{flags}` · "
           f"training 0's policies in `{policies}` · {bench.demos} demos as the database, {bench.val_demos} validation demos "
           "queried; k (up to 50) is the one with the lowest validation error for each key (optimistic alike for every key). Translation "
           "MSE and gripper accuracy on the validation frames.\n",
