@@ -1,6 +1,8 @@
 """BC training: the gripper index, NaN losses, the robomimic and paper recipes, BC-rep's feature scaling, plateaus and convergence."""
 
 import copy
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -217,3 +219,24 @@ def test_a_bc_checkpoint_made_with_other_settings_is_refused(tmp_path, data, tin
     with pytest.raises(ValueError, match="other settings.*lr"):
         BCPolicy.fit_on_features(frames, actions, eps, tiny_encoder, BCConfig(**{**TINY, "lr": 0.5}, epochs=3),
                                  val_episodes=[4], progress=False, checkpoint_dir=tmp_path)
+    with pytest.raises(ValueError, match="other settings or data.*data"):
+        BCPolicy.fit_on_features(frames, actions * 2, eps, tiny_encoder, BCConfig(**TINY, epochs=3), val_episodes=[4],
+                                 progress=False, checkpoint_dir=tmp_path)
+    with pytest.raises(ValueError, match="at epoch 2, past the 1 asked for"):
+        BCPolicy.fit_on_features(frames, actions, eps, tiny_encoder, BCConfig(**TINY, epochs=1), val_episodes=[4],
+                                 progress=False, checkpoint_dir=tmp_path)
+
+
+def test_cached_bc_trains_afresh_over_its_own_unreadable_checkpoint(tmp_path, data, tiny_encoder):
+    from vinn_policy.harness.pipeline import cached_bc
+
+    frames, actions, eps = data
+    config = BCConfig(**TINY, epochs=2)
+    _, info = cached_bc(frames, actions, eps, config, [4], tiny_encoder, cache_dir=tmp_path, progress=False)
+    folder = Path(info["path"])
+    shutil.rmtree(folder)
+    broken = folder.with_name(folder.name + ".checkpoint") / "bc_checkpoint"
+    broken.mkdir(parents=True)
+    (broken / "config.json").write_text("{not json")
+    policy, info = cached_bc(frames, actions, eps, config, [4], tiny_encoder, cache_dir=tmp_path, progress=False)
+    assert not info["cached"] and len(policy.report.val_loss) == 2 and not broken.parent.exists()

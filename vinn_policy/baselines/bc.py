@@ -16,6 +16,7 @@ weights of the best validation epoch.
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import time
 from collections.abc import Callable
@@ -238,7 +239,7 @@ CHECKPOINT_NAME = "bc_checkpoint"
 
 def _train(model: nn.Module, inputs: Callable[[NDArray[np.int64], bool], torch.Tensor], targets: torch.Tensor,
            loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], train_rows: NDArray[np.int64], val_rows: NDArray[np.int64],
-           config: BCConfig, desc: str, progress: bool, checkpoint_dir: str | Path | None = None) -> TrainReport:
+           config: BCConfig, desc: str, progress: bool, checkpoint_dir: str | Path | None = None, data: str = "") -> TrainReport:
     """AdamW on loss(model(inputs(rows, train)), targets[rows]), with per-epoch validation, the learning rate lowered on
     validation plateaus, early stopping and best-epoch restoring.
 
@@ -249,7 +250,9 @@ def _train(model: nn.Module, inputs: Callable[[NDArray[np.int64], bool], torch.T
 
     `checkpoint_dir`: after every epoch the whole training state (weights, best weights, optimizer, scheduler, random
     generators, curves) is written there atomically, and a call that finds one resumes from it: on one process the
-    result is the same as an uninterrupted run's (several processes resume with rank 0's random generators).
+    result is the same as an uninterrupted run's (several processes resume with rank 0's random generators, from a
+    directory they all see). `data`: a digest of the training data (data_digest); a checkpoint of other data or
+    settings is refused, one of more epochs than `config.epochs` too.
 
     Raises:
         FloatingPointError: a training or validation loss is NaN/inf before any epoch had a finite validation loss.
@@ -265,7 +268,7 @@ def _train(model: nn.Module, inputs: Callable[[NDArray[np.int64], bool], torch.T
     best, best_state, best_epoch, history = float("inf"), None, 0, TrainReport([], [], 0, False, 0.0)
     ckpt = Path(checkpoint_dir) / CHECKPOINT_NAME if checkpoint_dir is not None else None
     if ckpt is not None and ckpt.exists():
-        best, best_state, best_epoch, history = _load_checkpoint(ckpt, model, optimizer, plateau, gen, config)
+        best, best_state, best_epoch, history = _load_checkpoint(ckpt, model, optimizer, plateau, gen, config, data, targets.device)
     start, clock = len(history.val_loss), time.perf_counter() - history.seconds
     bar = tqdm(range(start, config.epochs if not history.stopped_early else start), desc=desc, unit="epoch",
                initial=start, total=config.epochs, disable=not progress or rank > 0)
@@ -299,7 +302,7 @@ def _train(model: nn.Module, inputs: Callable[[NDArray[np.int64], bool], torch.T
             history.stopped_early = True
         history.seconds = time.perf_counter() - clock
         if ckpt is not None and rank == 0:
-            _save_checkpoint(ckpt, model, best_state, optimizer, plateau, gen, config, best, best_epoch, history)
+            _save_checkpoint(ckpt, model, best_state, optimizer, plateau, gen, config, data, targets.device, best, best_epoch, history)
         if history.stopped_early:
             break
     model.load_state_dict(best_state)
@@ -308,33 +311,54 @@ def _train(model: nn.Module, inputs: Callable[[NDArray[np.int64], bool], torch.T
     return history
 
 
-def _checkpoint_settings(config: BCConfig) -> dict:
-    settings = result_settings(config)
+def data_digest(*arrays: NDArray | torch.Tensor) -> str:
+    """What a checkpoint was trained on: a digest of the inputs (frames or features), actions and row splits."""
+    digest = hashlib.sha256()
+    for a in arrays:
+        a = np.ascontiguousarray(a.cpu().numpy() if isinstance(a, torch.Tensor) else a)
+        digest.update(f"{a.dtype}{a.shape}".encode())
+        digest.update(a.data)
+    return digest.hexdigest()
+
+
+def _checkpoint_settings(config: BCConfig, data: str) -> dict:
+    settings = {**result_settings(config), "data": data}
     settings.pop("epochs")  # the cap may be raised to train on
     return settings
 
 
 def _save_checkpoint(path: Path, model: nn.Module, best_state: dict, optimizer: torch.optim.Optimizer,
-                     plateau: torch.optim.lr_scheduler.ReduceLROnPlateau, gen: torch.Generator, config: BCConfig,
-                     best: float, best_epoch: int, history: TrainReport) -> None:
+                     plateau: torch.optim.lr_scheduler.ReduceLROnPlateau, gen: torch.Generator, config: BCConfig, data: str,
+                     device: torch.device, best: float, best_epoch: int, history: TrainReport) -> None:
     optim, param_groups = optimizer_tensors(optimizer)
     tensors = {**{f"model.{k}": v for k, v in model.state_dict().items()}, **{f"best.{k}": v for k, v in best_state.items()},
                **optim, "rng.shuffle": gen.get_state(), "rng.torch": torch.get_rng_state()}
-    meta = {"settings": _checkpoint_settings(config), "best": best, "best_epoch": best_epoch, "history": asdict(history),
+    if device.type == "cuda":  # random crops are drawn on the training device
+        tensors["rng.cuda"] = torch.cuda.get_rng_state(device)
+    meta = {"settings": _checkpoint_settings(config, data), "best": best, "best_epoch": best_epoch, "history": asdict(history),
             "param_groups": param_groups, "plateau": plateau.state_dict()}
     save_artefact(path, CHECKPOINT_NAME, tensors, meta)
 
 
 def _load_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
                      plateau: torch.optim.lr_scheduler.ReduceLROnPlateau, gen: torch.Generator,
-                     config: BCConfig) -> tuple[float, dict, int, TrainReport]:
+                     config: BCConfig, data: str, device: torch.device) -> tuple[float, dict, int, TrainReport]:
     """Restore a _save_checkpoint into these objects; returns (best, best_state, best_epoch, history)."""
     tensors, meta = load_artefact(path, CHECKPOINT_NAME)
-    saved, now = meta.get("settings"), _checkpoint_settings(config)
+    saved, now = meta.get("settings") or {}, _checkpoint_settings(config, data)
     if saved != now:
-        diff = {k: (saved.get(k), now.get(k)) for k in set(saved or {}) | set(now) if (saved or {}).get(k) != now.get(k)}
-        raise ValueError(f"The BC checkpoint in {path} was made with other settings {diff} (saved, now); "
+        diff = {k: (saved.get(k), now.get(k)) for k in set(saved) | set(now) if saved.get(k) != now.get(k)}
+        raise ValueError(f"The BC checkpoint in {path} was made with other settings or data {diff} (saved, now); "
                          "use another checkpoint directory or delete it to train afresh.")
+    try:
+        history = TrainReport(**meta["history"])
+        plateau.load_state_dict(meta["plateau"])
+        best, best_epoch, param_groups = float(meta["best"]), int(meta["best_epoch"]), meta["param_groups"]
+    except (KeyError, TypeError, ValueError) as e:
+        raise ArtefactError(f"{path}: invalid BC checkpoint metadata ({e}).") from e
+    if len(history.val_loss) > config.epochs:
+        raise ValueError(f"The BC checkpoint in {path} is at epoch {len(history.val_loss)}, past the {config.epochs} asked for; "
+                         "ask for at least as many epochs to resume it, or delete it to train afresh.")
     try:
         model.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
     except RuntimeError as e:
@@ -342,11 +366,13 @@ def _load_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimi
     best_state = {k[len("best."):]: v for k, v in tensors.items() if k.startswith("best.")}
     if best_state.keys() != model.state_dict().keys():
         raise ArtefactError(f"{path}: its best-epoch weights do not fit this model.")
-    load_optimizer(optimizer, tensors, meta["param_groups"], path)
-    plateau.load_state_dict(meta["plateau"])
+    load_optimizer(optimizer, tensors, param_groups, path)
+    require_keys(tensors, ["rng.shuffle", "rng.torch"], path)
     gen.set_state(tensors["rng.shuffle"])
     torch.set_rng_state(tensors["rng.torch"])
-    return float(meta["best"]), best_state, int(meta["best_epoch"]), TrainReport(**meta["history"])
+    if device.type == "cuda" and "rng.cuda" in tensors:
+        torch.cuda.set_rng_state(tensors["rng.cuda"], device)
+    return best, best_state, best_epoch, history
 
 
 def _check_finite(history: TrainReport, epoch: int, desc: str) -> None:
@@ -434,7 +460,8 @@ class BCPolicy:
 
         train_rows, val_rows = _rows(episode_ids, val_episodes, config)
         model = nn.Sequential(encoder.trunk, head).to(device, memory_format=torch.channels_last)  # faster training convolutions
-        report = _train(model, inputs, targets, head.loss, train_rows, val_rows, config, "BC end-to-end", progress, checkpoint_dir)
+        data = data_digest(frames, actions, train_rows, val_rows) if checkpoint_dir is not None else ""
+        report = _train(model, inputs, targets, head.loss, train_rows, val_rows, config, "BC end-to-end", progress, checkpoint_dir, data)
         model.to("cpu")
         encoder.origin = "bc"
         return cls(encoder, head, config, frozen=False, report=report)
@@ -462,7 +489,9 @@ class BCPolicy:
         train_rows, val_rows = _rows(episode_ids, val_episodes, config)
         if config.standardize:
             head.standardize_on(features[train_rows])
-        report = _train(head, lambda rows, train: features[rows], targets, head.loss, train_rows, val_rows, config, "BC-rep", progress, checkpoint_dir)
+        data = data_digest(features, actions, train_rows, val_rows) if checkpoint_dir is not None else ""
+        report = _train(head, lambda rows, train: features[rows], targets, head.loss, train_rows, val_rows, config, "BC-rep",
+                        progress, checkpoint_dir, data)
         return cls(encoder, head.to("cpu"), config, frozen=True, report=report)
 
     def reset(self, seed: int | None = None) -> None:

@@ -138,12 +138,21 @@ def cached_bc(frames: NDArray[np.uint8], actions: NDArray[np.floating], episode_
             shutil.rmtree(folder)  # our own unusable cache entry (e.g. a corrupt config.json, which a save refuses to replace): train again
     if retrain:
         shutil.rmtree(checkpoint, ignore_errors=True)
-    if encoder is None:
-        policy = BCPolicy.fit_end_to_end(frames, actions, episode_ids, config, val_episodes=val_episodes, progress=progress,
-                                         checkpoint_dir=checkpoint)
-    else:
-        policy = BCPolicy.fit_on_features(frames, actions, episode_ids, encoder, config, val_episodes=val_episodes,
-                                          progress=progress, checkpoint_dir=checkpoint)
+
+    def fit() -> BCPolicy:
+        if encoder is None:
+            return BCPolicy.fit_end_to_end(frames, actions, episode_ids, config, val_episodes=val_episodes, progress=progress,
+                                           checkpoint_dir=checkpoint)
+        return BCPolicy.fit_on_features(frames, actions, episode_ids, encoder, config, val_episodes=val_episodes,
+                                        progress=progress, checkpoint_dir=checkpoint)
+
+    try:
+        policy = fit()
+    except ArtefactError:
+        if not checkpoint.exists():
+            raise
+        shutil.rmtree(checkpoint)  # our own unusable checkpoint (corrupt, or an older format): train afresh
+        policy = fit()
     policy.save(folder)
     shutil.rmtree(checkpoint, ignore_errors=True)  # only needed to resume an unfinished run
     return policy, {"path": str(folder), "cached": False}
