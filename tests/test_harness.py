@@ -125,3 +125,23 @@ def test_alternating_timing_calls_each_function_once_per_round():
     timed = time_alternating({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, repeats=4, warmup=1)
     assert calls == ["a", "b"] + ["a", "b"] * 4  # warm-up, then a and b in turn: a drift in speed touches both alike
     assert set(timed) == {"a", "b"} and all(t["median_ms"] >= 0 for t in timed.values())
+
+
+def test_act_latency_is_a_chunked_policys_cost_per_step_amortised(monkeypatch):
+    from vinn_policy.harness import benchmark, results
+
+    clock = [0.0]
+
+    class EveryEighthStepQueries:  # 8 ms to query, then 7 free steps from the chunk
+        calls = 0
+
+        def reset(self, seed=None):
+            self.calls = 0
+
+        def act(self, obs):
+            self.calls += 1
+            clock[0] += 8e-3 if self.calls % 8 == 1 else 0.0
+
+    monkeypatch.setattr(results.time, "perf_counter", lambda: clock[0])
+    monkeypatch.setattr(benchmark, "load_policy", lambda path: EveryEighthStepQueries())
+    assert benchmark.act_latency({"vinn_chunk": "unused"}, {})["vinn_chunk"] == pytest.approx(1.0)  # the median is 0
