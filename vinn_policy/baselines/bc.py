@@ -256,7 +256,7 @@ def _train(model: nn.Module, inputs: Callable[[NDArray[np.int64], bool], torch.T
 
     Raises:
         FloatingPointError: a training or validation loss is NaN/inf before any epoch had a finite validation loss.
-        ValueError: the checkpoint was made with other settings.
+        ValueError: the checkpoint was made with other settings or data, or is past `config.epochs`.
     """
     rank, world = distributed.init()
     if world > 1:
