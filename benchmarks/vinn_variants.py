@@ -98,7 +98,7 @@ def main(args: Args) -> dict:
     latency = {}
     for name, policy in policies.items():  # over whole plans: the mean amortises a query over its chunk, the p99 is a query step
         policy.reset()
-        latency[name] = time_calls(lambda p=policy: p.act(obs), repeats=max(30, 2 * max(args.chunks)))
+        latency[name] = time_calls(lambda p=policy: p.act(obs), repeats=max(32, 2 * max(args.chunks)), rounds=5)
     rows = []
     for name in policies:
         paired = summary["paired"].get(name)

@@ -145,3 +145,18 @@ def test_act_latency_is_a_chunked_policys_cost_per_step_amortised(monkeypatch):
     monkeypatch.setattr(results.time, "perf_counter", lambda: clock[0])
     monkeypatch.setattr(benchmark, "load_policy", lambda path: EveryEighthStepQueries())
     assert benchmark.act_latency({"vinn_chunk": "unused"}, {})["vinn_chunk"] == pytest.approx(1.0)  # the median is 0
+
+
+def test_time_calls_over_rounds_ignores_a_burst_of_other_work(monkeypatch):
+    from vinn_policy.harness import results
+
+    clock, calls = [0.0], [0]
+
+    def act():  # 2 ms a call, but 500 ms each during the second round (the host busy with something else)
+        calls[0] += 1
+        clock[0] += 0.5 if 3 + 10 < calls[0] <= 3 + 20 else 2e-3
+
+    monkeypatch.setattr(results.time, "perf_counter", lambda: clock[0])
+    assert results.time_calls(act, repeats=10, rounds=5)["mean_ms"] == pytest.approx(2.0)
+    calls[0] = 0
+    assert results.time_calls(act, repeats=50)["mean_ms"] > 90  # one round: the burst is in the number

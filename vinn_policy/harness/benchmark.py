@@ -52,13 +52,13 @@ class Stages:
 
 def act_latency(paths: dict[str, str], obs: dict[str, np.ndarray]) -> dict[str, float]:
     """Mean act() milliseconds of each policy over 48 consecutive calls on one observation (in this
-    process, torch's default threads): a chunked VINN queries once per chunk (4, 8 or 16 steps), so this is its cost
-    per step, amortised, where a median would show the free steps only."""
+    process, torch's default threads), the median of 5 such rounds: a chunked VINN queries once per chunk (4, 8 or 16
+    steps), so this is its cost per step, amortised, where a median over calls would show the free steps only."""
     out = {}
     for name, path in paths.items():
         policy = load_policy(path)
         policy.reset(seed=0)
-        out[name] = time_calls(lambda p=policy: p.act(obs), repeats=48)["mean_ms"]
+        out[name] = time_calls(lambda p=policy: p.act(obs), repeats=48, rounds=5)["mean_ms"]
     return out
 
 

@@ -63,16 +63,21 @@ def host_speed() -> dict[str, float]:
     return {"read_bandwidth_gb_per_s": round(read_bandwidth(0.5) / 1e9, 2), "resnet18_84px_forward_ms": round(forward, 2)}
 
 
-def time_calls(fn: Callable[[], object], repeats: int, warmup: int = 3) -> dict[str, float]:
-    """Median / p99 / mean wall time of fn() in milliseconds."""
+def time_calls(fn: Callable[[], object], repeats: int, warmup: int = 3, rounds: int = 1) -> dict[str, float]:
+    """Median / p99 / mean wall time of fn() in milliseconds. With rounds > 1, `repeats` calls per round and each
+    statistic's median over the rounds: a burst of other work on the host (a training in the background) spoils one
+    round, not the number."""
     for _ in range(warmup):
         fn()
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t) * 1e3)
-    return latency_stats(times)
+    stats = []
+    for _ in range(rounds):
+        times = []
+        for _ in range(repeats):
+            t = time.perf_counter()
+            fn()
+            times.append((time.perf_counter() - t) * 1e3)
+        stats.append(latency_stats(times))
+    return {key: float(np.median([s[key] for s in stats])) for key in stats[0]}
 
 
 def latency_stats(times_ms: Sequence[float]) -> dict[str, float]:
