@@ -14,6 +14,7 @@ keys separates the representation's share of VINN's error from the regression's.
 
 `--crop-scales 0.9 1.0` adds BYOL encoders trained like VINN's but with RandomResizedCrop's area drawn from (s, 1)
 instead of (0.6, 1): crops that move the scene by less keep more of where things are (cached like VINN's).
+`--byol-epochs 16` adds BYOL trained like VINN's for that many epochs: is the CPU default (4) too short to learn keys?
 """
 
 from __future__ import annotations
@@ -46,6 +47,8 @@ class Args:
     data_dir: str = "data"
     crop_scales: tuple[float, ...] = ()
     """Also BYOL (training 0's config) with crop areas drawn from (s, 1) for each s, trained on the database demos."""
+    byol_epochs: tuple[int, ...] = ()
+    """Also BYOL (training 0's config) trained for each of these numbers of epochs, on the database demos."""
     cache_dir: str = "runs/cache"
     smoke: bool = False
 
@@ -97,11 +100,11 @@ def main(args: Args) -> dict:
     rows = [{"trunk": "VINN's BYOL", "key": name, **regression_error(k, data, train, val)} for name, k in pooled_keys(byol, data.frames).items()]
     rows += [{"trunk": "untrained (seed 0)", "key": name, **regression_error(k, data, train, val)}
              for name, k in pooled_keys(Encoder(byol.config), data.frames).items()]
-    for scale in args.crop_scales:
-        config = replace(bench.byol_config(0), crop_scale=(scale, 1.0))
+    extra = {f"BYOL, crop area ({scale:g}, 1)": replace(bench.byol_config(0), crop_scale=(scale, 1.0)) for scale in args.crop_scales}
+    extra |= {f"BYOL, {epochs} epochs": replace(bench.byol_config(0), epochs=epochs) for epochs in args.byol_epochs}
+    for label, config in extra.items():
         encoder = cached_byol(data.frames[train], config, bench.cache_dir)[0]
-        rows += [{"trunk": f"BYOL, crop area ({scale:g}, 1)", "key": name, **regression_error(k, data, train, val)}
-                 for name, k in pooled_keys(encoder, data.frames).items()]
+        rows += [{"trunk": label, "key": name, **regression_error(k, data, train, val)} for name, k in pooled_keys(encoder, data.frames).items()]
     missing = []
     for method, key in (("bc", "spatial-softmax keypoints, projected"), ("bc_paper", "global average")):
         if not (policies / method / "config.json").exists():
@@ -114,8 +117,9 @@ def main(args: Args) -> dict:
         rows.append({"trunk": label, "key": "(the BC's own prediction)", "dim": None, "k": None,
                      "mse": translation_mse(pred, data.actions[val]), "gripper_accuracy": gripper_accuracy(pred, data.actions[val], GRIPPER_INDEX)})
     table = [[r["trunk"], r["key"], r["dim"] or "–", r["k"] or "–", f"{r['mse']:.4f}", f"{r['gripper_accuracy']:.0%}"] for r in rows]
-    flags = (f" --run-dir {args.run_dir}" if args.run_dir else "") + (f" --crop-scales {' '.join(f'{s:g}' for s in args.crop_scales)}"
-                                                                     if args.crop_scales else "")
+    flags = ((f" --run-dir {args.run_dir}" if args.run_dir else "")
+             + (f" --crop-scales {' '.join(f'{s:g}' for s in args.crop_scales)}" if args.crop_scales else "")
+             + (f" --byol-epochs {' '.join(map(str, args.byol_epochs))}" if args.byol_epochs else ""))
     md = [f"# Which key VINN's regression needs: {args.task}\n",
           f"`python benchmarks/representations.py --task {args.task}{flags}` · "
           f"training 0's policies in `{policies}` · {bench.demos} demos as the database, {bench.val_demos} validation demos "
