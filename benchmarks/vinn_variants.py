@@ -22,7 +22,7 @@ from vinn_policy.harness.args import BenchmarkArgs
 from vinn_policy.harness.evaluation import evaluate_methods, summarize
 from vinn_policy.harness.pipeline import ensure_demos
 from vinn_policy.harness.report import success_cell
-from vinn_policy.harness.results import environment, markdown_table, time_calls, write_results
+from vinn_policy.harness.results import environment, markdown_table, one_torch_thread, time_calls, write_results
 from vinn_policy.policy import VINNPolicy
 
 
@@ -96,9 +96,10 @@ def main(args: Args) -> dict:
     image = np.zeros((bench.image_px, bench.image_px, 3), np.uint8)
     obs = {view: image for view in (base.layout.views if base.layout is not None else (base.config.image_key,))}
     latency = {}
-    for name, policy in policies.items():  # over whole plans: the mean amortises a query over its chunk, the p99 is a query step
-        policy.reset()
-        latency[name] = time_calls(lambda p=policy: p.act(obs), repeats=max(32, 2 * max(args.chunks)), rounds=5)
+    with one_torch_thread():  # as in the evaluation's workers (see harness.benchmark.act_latency)
+        for name, policy in policies.items():  # over whole plans: the mean amortises a query over its chunk, the p99 is a query step
+            policy.reset()
+            latency[name] = time_calls(lambda p=policy: p.act(obs), repeats=max(32, 2 * max(args.chunks)), rounds=5)
     rows = []
     for name in policies:
         paired = summary["paired"].get(name)

@@ -140,11 +140,19 @@ def test_act_latency_is_a_chunked_policys_cost_per_step_amortised(monkeypatch):
 
         def act(self, obs):
             self.calls += 1
+            threads.add(torch.get_num_threads())
             clock[0] += 8e-3 if self.calls % 8 == 1 else 0.0
 
+    threads = set()
     monkeypatch.setattr(results.time, "perf_counter", lambda: clock[0])
     monkeypatch.setattr(benchmark, "load_policy", lambda path: EveryEighthStepQueries())
-    assert benchmark.act_latency({"vinn_chunk": "unused"}, {})["vinn_chunk"] == pytest.approx(1.0)  # the median is 0
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        assert benchmark.act_latency({"vinn_chunk": "unused"}, {})["vinn_chunk"] == pytest.approx(1.0)  # the median is 0
+        assert threads == {1} and torch.get_num_threads() == 2  # timed as the evaluation's workers run it, then restored
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_time_calls_over_rounds_ignores_a_burst_of_other_work(monkeypatch):

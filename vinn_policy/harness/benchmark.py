@@ -25,7 +25,7 @@ from vinn_policy.encoder import Encoder
 from vinn_policy.harness.args import LEARNED, METHODS, OPTIONAL_METHODS, BenchmarkArgs  # noqa: F401  (the scripts' import)
 from vinn_policy.harness.evaluation import evaluate_methods, summarize
 from vinn_policy.harness.pipeline import ensure_demos
-from vinn_policy.harness.results import environment, host_speed, time_calls
+from vinn_policy.harness.results import environment, host_speed, one_torch_thread, time_calls
 from vinn_policy.harness.rollout import run_episode, run_jobs
 from vinn_policy.harness.training import build_encoder, train_policies
 from vinn_policy.harness.video import NeighbourStrip, write_mp4
@@ -51,14 +51,16 @@ class Stages:
 
 
 def act_latency(paths: dict[str, str], obs: dict[str, np.ndarray]) -> dict[str, float]:
-    """Mean act() milliseconds of each policy over 48 consecutive calls on one observation (in this
-    process, torch's default threads), the median of 5 such rounds: a chunked VINN queries once per chunk (4, 8 or 16
-    steps), so this is its cost per step, amortised, where a median over calls would show the free steps only."""
+    """Mean act() milliseconds of each policy over 48 consecutive calls on one observation, the median of 5 such
+    rounds, on one torch thread as in the evaluation's workers: on two, a 2-core host running two trainings beside
+    it stalled a kNN act() at ~0.7 s, on one it took 12-16 ms. A chunked VINN queries once per chunk (4, 8 or
+    16 steps), so this is its cost per step, amortised, where a median over calls would show the free steps only."""
     out = {}
-    for name, path in paths.items():
-        policy = load_policy(path)
-        policy.reset(seed=0)
-        out[name] = time_calls(lambda p=policy: p.act(obs), repeats=48, rounds=5)["mean_ms"]
+    with one_torch_thread():
+        for name, path in paths.items():
+            policy = load_policy(path)
+            policy.reset(seed=0)
+            out[name] = time_calls(lambda p=policy: p.act(obs), repeats=48, rounds=5)["mean_ms"]
     return out
 
 

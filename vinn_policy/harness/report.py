@@ -69,7 +69,7 @@ def success_table(results: dict[str, Any], summary: dict[str, Any]) -> str:
                      f"{mse:.4f}" if mse is not None else "–", _pct(grip) if grip is not None else "–",
                      f"{results['act_latency_ms'].get(m, float('nan')):.1f}", f"{fit or 0:.0f}"])
     return markdown_table(["method", "closed-loop success (all trainings)", "Wilson 95%", "per training: mean ± sd (each)",
-                           "steps (successes)", "offline MSE (val)", "gripper acc (val)", "act() ms per step", "fit (s)"], rows)
+                           "steps (successes)", "offline MSE (val)", "gripper acc (val)", "act() ms per step (1 thread)", "fit (s)"], rows)
 
 
 def bc_training_table(results: dict[str, Any]) -> str:

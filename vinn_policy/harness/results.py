@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import platform
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -49,18 +50,25 @@ def read_bandwidth(gib: float = 1.0, repeats: int = 10) -> float:
 def host_speed() -> dict[str, float]:
     """How fast this machine is, so that wall times from different machines can be compared: its memory read
     bandwidth and one ResNet-18 forward pass on one 84 px image in one thread (the encoder's share of an act())."""
-    import torch
-
     from vinn_policy.encoder import Encoder, EncoderConfig
+
+    with one_torch_thread():
+        encoder, image = Encoder(EncoderConfig(image_size=84)), np.zeros((84, 84, 3), np.uint8)
+        forward = time_calls(lambda: encoder.embed(image), repeats=20)["median_ms"]
+    return {"read_bandwidth_gb_per_s": round(read_bandwidth(0.5) / 1e9, 2), "resnet18_84px_forward_ms": round(forward, 2)}
+
+
+@contextmanager
+def one_torch_thread() -> Iterator[None]:
+    """torch on one intra-op thread inside the block (restored after): how every rollout worker runs a policy."""
+    import torch
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        encoder, image = Encoder(EncoderConfig(image_size=84)), np.zeros((84, 84, 3), np.uint8)
-        forward = time_calls(lambda: encoder.embed(image), repeats=20)["median_ms"]
+        yield
     finally:
         torch.set_num_threads(threads)
-    return {"read_bandwidth_gb_per_s": round(read_bandwidth(0.5) / 1e9, 2), "resnet18_84px_forward_ms": round(forward, 2)}
 
 
 def time_calls(fn: Callable[[], object], repeats: int, warmup: int = 3, rounds: int = 1) -> dict[str, float]:

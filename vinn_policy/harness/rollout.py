@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
+from vinn_policy.harness.results import one_torch_thread
 from vinn_policy.harness.video import beside
 
 
@@ -81,12 +82,10 @@ def run_episode(
     # One torch thread, as in every worker: a CPU convolution's sums depend on the thread count, and a
     # last-bit difference in one action can change a closed-loop episode (a video or --replay would then
     # not reproduce the evaluation).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
     try:
-        return _run_episode(env, policy, seed, action_noise, record, render, annotate, trace, camera)
+        with one_torch_thread():
+            return _run_episode(env, policy, seed, action_noise, record, render, annotate, trace, camera)
     finally:
-        torch.set_num_threads(threads)
         if camera is not None:
             camera.set(True)
 
