@@ -17,7 +17,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import tyro
 
-from vinn_policy.harness.report import NAMES, camera_of, success_cell, trainings_of
+from vinn_policy.harness.report import NAMES, camera_of, spread_cell, success_cell, trainings_of
 from vinn_policy.harness.results import markdown_table, write_results
 
 
@@ -38,6 +38,12 @@ def with_current_names(results: dict) -> dict:
     return results
 
 
+def task_cell(s: dict) -> str:
+    """Success pooled over every training's episodes [Wilson 95%], then the mean ± sd over trainings where there are several."""
+    spread = spread_cell(s)
+    return success_cell(s) if spread == "–" else f"{success_cell(s)}; per training {spread}"
+
+
 def main(args: Args) -> dict:
     root = Path(args.results)
     found = {t: with_current_names(json.loads((root / t / "results.json").read_text()))
@@ -45,7 +51,7 @@ def main(args: Args) -> dict:
     if not found:
         raise SystemExit(f"No results.json under {root}/{{{','.join(args.tasks)}}}; run benchmarks/run_<task>.py first.")
     methods = list(dict.fromkeys(m for r in found.values() for m in (*r["args"]["methods"], *r["summary"]["methods"])))  # run order
-    table = markdown_table(["method", *found], [[NAMES.get(m, m), *[success_cell(r["summary"]["methods"][m]) if m in r["summary"]["methods"]
+    table = markdown_table(["method", *found], [[NAMES.get(m, m), *[task_cell(r["summary"]["methods"][m]) if m in r["summary"]["methods"]
                                                                     else "–" for r in found.values()]] for m in methods])
     runs = markdown_table(["task", "episodes / method", "train demos", "trainings", "VINN k", "encoder", "wall time (min)",
                            "of which sweeps (min)"], [
@@ -54,7 +60,8 @@ def main(args: Args) -> dict:
          f"{r['wall_seconds'] / 60:.1f}", f"{sum(v for k, v in r['stage_seconds'].items() if 'sweep' in k) / 60:.1f}"]
         for t, r in found.items()])
     md = ["# Closed-loop success, all tasks\n",
-          "Success rate [Wilson 95%] of each method on the same held-out seeds per task. Settings: " +
+          "Success rate [Wilson 95%] of each method on the same held-out seeds per task, pooled over every training's episodes; "
+          "where a task ran several trainings, then the mean ± sd of the per-training rates and each rate (dots in the plot). Settings: " +
           "; ".join(f"{t}: paper preset" if r["args"]["paper"] else
                     f"{t}: {camera_of(r)} camera, {trainings_of(r)[0]['encoder']['config']['arch']} at "
                     f"{trainings_of(r)[0]['encoder']['config']['image_size']} px, BYOL {r['args']['byol_epochs']} epochs, "
@@ -76,6 +83,10 @@ def main(args: Args) -> dict:
         rate = [v["success_rate"] if v else np.nan for v in s]
         err = [[v["success_rate"] - v["wilson_95"][0] if v else 0 for v in s], [v["wilson_95"][1] - v["success_rate"] if v else 0 for v in s]]
         ax.bar(x, rate, width, yerr=err, capsize=2, label=NAMES.get(m, m))
+        for xi, v in zip(x, s, strict=True):  # each training's own rate, so a reader sees the spread the pooled bar hides
+            per = v.get("per_training", []) if v else []
+            if len(per) > 1:
+                ax.plot([xi] * len(per), per, "o", ms=2.5, color="black", alpha=0.7, zorder=3)
     ax.set_xticks(range(len(found)), list(found))
     ax.set(ylim=(0, 1.05), ylabel="success (Wilson 95%)")
     ax.legend(fontsize=7, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.12))

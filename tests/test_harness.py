@@ -115,7 +115,14 @@ def test_the_all_tasks_table_names_results_from_before_train_seeds_by_todays_met
     table = script.main(script.Args(tasks=("door",), results=str(tmp_path)))
     assert set(table["door"]["summary"]) == {"vinn", "bc_paper"} and table["door"]["k"] == [3]
     md = (tmp_path / "closed_loop.md").read_text()
-    assert "BC (paper)" in md and "robomimic" not in md
+    assert "BC (paper)" in md and "robomimic" not in md and "per training" not in md  # one training: no spread to show
+
+    spread = {**cell, "per_training": [0.25, 0.75], "mean": 0.5, "std": 0.35}
+    new = {**old, "args": {**old["args"], "methods": ["vinn"]}, "summary": {"methods": {"vinn": spread}},
+           "trainings": [{"k": 3, "encoder": old["encoder"]}, {"k": 5, "encoder": old["encoder"]}]}
+    (tmp_path / "door" / "results.json").write_text(json.dumps(new))
+    script.main(script.Args(tasks=("door",), results=str(tmp_path)))
+    assert "| VINN | 50% [10, 90]; per training 50% ± 35 (25%, 75%) |" in (tmp_path / "closed_loop.md").read_text()
 
 
 def test_alternating_timing_calls_each_function_once_per_round():
