@@ -91,13 +91,13 @@ def main(args: Args) -> dict:
                                "steps_with_wrong_task_majority": float(np.mean(np.asarray(wrong) > 0.5)) if wrong else None,
                                "pooled_diagnostics": diag.to_dict(), "episodes": rows}
         m = s["methods"]
-        rows_md.append([t, success_cell(m["vinn"]), success_cell(m["vinn_pooled"]), f"{s['paired']['vinn_pooled']['mcnemar_p']:.3g}",
+        rows_md.append([t, success_cell(m["vinn"]), success_cell(m["vinn_pooled"]), f"{s['paired']['vinn_pooled']['paired_p']:.3g}",
                         f"{100 * results['tasks'][t]['wrong_task_weight_mean']:.1f}%",
                         f"{100 * results['tasks'][t]['steps_with_wrong_task_majority']:.1f}%"])
         plot[t] = (m["vinn"], m["vinn_pooled"])
         md += [f"\n## {t}: diagnostics of the pooled database (k = {k})\n",
                markdown_table(["assumption", "measured", "verdict"], verdict_table(diag.to_dict()))]
-    md.insert(1, markdown_table(["task", "VINN, own database", "VINN, pooled database", "McNemar p",
+    md.insert(1, markdown_table(["task", "VINN, own database", "VINN, pooled database", "paired p (exact)",
                                  "neighbour weight on other tasks", "steps mostly from other tasks"], rows_md))
     results["wall_seconds"] = round(time.perf_counter() - start, 1)
     md.append(f"\nWall time {results['wall_seconds'] / 60:.1f} min (BYOL {'cached' if info['cached'] else 'trained in this run'}).")

@@ -109,10 +109,10 @@ def main(args: Args) -> dict:
     m = summary["methods"]
     cell = lambda s: f"{s['successes']}/{s['episodes']} = {success_cell(s)}"  # noqa: E731
     mse = lambda x: "–" if x is None else f"{x:.4f}"  # noqa: E731
-    table = markdown_table(["method", "success [Wilson 95%]", "paired vs 'VINN, two strategies': only it / only this / McNemar p",
+    table = markdown_table(["method", "success [Wilson 95%]", "paired vs 'VINN, two strategies': only it / only this / paired p (exact)",
                             f"offline MSE, held-out left demos ({len(held['left'])})", f"offline MSE, held-out right demos ({len(held['right'])})"],
                            [[LABELS[n], cell(m[n]), "–" if n == "vinn" else
-                             f"{summary['paired'][n]['only_a']} / {summary['paired'][n]['only_b']} / {summary['paired'][n]['mcnemar_p']:.3g}",
+                             f"{summary['paired'][n]['only_a']} / {summary['paired'][n]['only_b']} / {summary['paired'][n]['paired_p']:.3g}",
                              mse(offline[n]["left"]), mse(offline[n]["right"])] for n in paths])
     md = ["# Two demonstration strategies: VINN's averaging failure and mode selection\n",
           f"`{TASK}`: push the cube round a block, left or right. {args.demos} demonstrations per database; BYOL "

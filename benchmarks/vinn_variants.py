@@ -108,7 +108,7 @@ def main(args: Args) -> dict:
     md = [f"# VINN variants on {args.task}\n",
           f"`python benchmarks/vinn_variants.py --task {args.task}{f' --name {args.name}' if args.name else ''} --chunks {' '.join(map(str, args.chunks))} --requery "
           f"{' '.join(f'{r:g}' for r in args.requery)} --seed {args.seed}{f' --policy {args.policy}' if args.policy else ''}` · the saved VINN `{path}` (k = {base.config.k}) · "
-          f"{args.episodes} episodes each on development block {args.seed}. Paired against the first variant (exact McNemar, "
+          f"{args.episodes} episodes each on development block {args.seed}. Paired against the first variant (exact paired test, McNemar with one training; "
           "Holm-corrected; in brackets the episodes only it / only this variant succeeded).\n",
           markdown_table(["variant", "success [Wilson 95%]", "act() mean ms", "act() p99 ms", f"vs {next(iter(paths))}: Holm p"], rows)]
     result = {"args": asdict(args), "environment": environment(), "policy": str(path), "k": base.config.k, "summary": summary,

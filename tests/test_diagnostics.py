@@ -121,6 +121,17 @@ def test_coverage_rollouts_see_through_the_demonstrations_camera(tmp_path, tiny_
         run(DiagnoseArgs(demos=str(demos), encoder=str(tmp_path / "encoder"), k=3, rollouts=1, workers=1, out=str(tmp_path / "r")))
     assert made["task"] == "door" and made["camera"] == "agentview" and made["image_size"] == 16
 
+    import vinn_policy.harness.evaluation
+
+    def seeds_only(make, paths, seeds, workers):
+        made.update(seeds=list(seeds))
+        raise RuntimeError("evaluated")
+
+    monkeypatch.setattr(vinn_policy.harness.evaluation, "evaluate_methods", seeds_only)
+    with pytest.raises(RuntimeError, match="evaluated"):
+        run(DiagnoseArgs(demos=str(demos), encoder=str(tmp_path / "encoder"), k=3, rollouts=2, workers=1, out=str(tmp_path / "r")))
+    assert made["seeds"] == [1_001_000, 1_001_001]  # development block 1: the test block is for the final runs
+
 
 def test_a_coverage_verdict_on_its_threshold_says_so():
     demo = np.arange(1000.0)  # 95th percentile 949.05

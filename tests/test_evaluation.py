@@ -1,4 +1,4 @@
-"""Closed-loop statistics (Wilson intervals, paired McNemar) and the run_<task> pipeline end to end."""
+"""Closed-loop statistics (Wilson intervals, exact paired tests over seeds) and the run_<task> pipeline end to end."""
 
 import json
 
@@ -6,7 +6,14 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 
-from vinn_policy.harness.evaluation import failure_auroc, paired_comparison, summarize, wilson_interval
+from vinn_policy.harness.evaluation import (
+    design_effect,
+    failure_auroc,
+    paired_comparison,
+    pooled_interval,
+    summarize,
+    wilson_interval,
+)
 from vinn_policy.harness.report import host_note, paired_table
 from vinn_policy.policy import VINNPolicy
 
@@ -26,8 +33,28 @@ def test_paired_comparison_counts_and_exact_mcnemar():
     b = {i: i < 2 or i == 9 for i in range(10)}  # succeeds on 0, 1, 9
     p = paired_comparison(a, b)
     assert (p["both"], p["only_a"], p["only_b"], p["neither"]) == (2, 6, 1, 1)
-    assert p["mcnemar_p"] == pytest.approx(0.125)  # two-sided binomial, 1 of 7 discordant pairs
-    assert paired_comparison(a, a)["mcnemar_p"] == 1.0
+    assert p["paired_p"] == pytest.approx(0.125)  # one training: exact McNemar, 1 of 7 discordant pairs
+    assert paired_comparison(a, a)["paired_p"] == 1.0
+
+
+def test_the_paired_test_over_trainings_counts_a_seed_once_not_once_per_training():
+    # VINN wins the same 10 seeds in each of 3 trainings: 30 discordant episodes but 10 seeds of evidence
+    a = {(t, s): s < 10 for t in range(3) for s in range(20)}
+    b = {(t, s): False for t in range(3) for s in range(20)}
+    p = paired_comparison(a, b)
+    assert (p["episodes"], p["seeds"], p["only_a"]) == (60, 20, 30)
+    assert p["paired_p"] == pytest.approx(2 * 0.5**10)  # a sign test on 10 seeds, not 2 * 0.5**30
+
+
+def test_the_pooled_interval_counts_seeds_that_behave_alike_in_every_training_as_one_episode_each():
+    one = {(0, s): s < 20 for s in range(50)}
+    assert design_effect(one) == 1 and pooled_interval(one) == pytest.approx(wilson_interval(20, 50))
+    same = {(t, s): s < 20 for t in range(3) for s in range(50)}  # every training identical: 50 seeds' worth
+    assert design_effect(same) == pytest.approx(3) and pooled_interval(same) == pytest.approx(wilson_interval(20, 50))
+    rng = np.random.default_rng(0)
+    independent = {(t, s): bool(rng.random() < 0.4) for t in range(3) for s in range(50)}
+    assert design_effect(independent) < 1.3  # no shared difficulty: close to 150 independent episodes
+    assert wilson_interval(20.4, 50.3) == pytest.approx(wilson_interval(20, 50), abs=0.01)  # effective counts need not be whole
 
 
 def test_failure_auroc():
@@ -48,9 +75,9 @@ def test_summary_of_several_trainings_pools_paired_episodes_and_gives_the_spread
     assert summary["methods"]["vinn"]["std"] == pytest.approx(np.std([0.5, 0.75], ddof=1))
     assert (summary["methods"]["vinn"]["successes"], summary["methods"]["vinn"]["episodes"]) == (5, 8)
     paired = summary["paired"]["bc"]  # episode by episode within each training
-    assert (paired["seeds"], paired["both"], paired["only_a"], paired["only_b"]) == (8, 2, 3, 0)
+    assert (paired["episodes"], paired["seeds"], paired["both"], paired["only_a"], paired["only_b"]) == (8, 4, 2, 3, 0)
     rand = summary["paired"]["random"]  # evaluated once: seed 0's success pairs with both trainings' seed 0
-    assert (rand["seeds"], rand["both"], rand["only_a"], rand["only_b"]) == (8, 2, 3, 0)
+    assert (rand["episodes"], rand["seeds"], rand["both"], rand["only_a"], rand["only_b"]) == (8, 4, 2, 3, 0)
     assert summary["methods"]["random"]["per_training"] == [0.25]
 
 
@@ -62,7 +89,7 @@ def test_summarize_rows():
     assert summary["paired"]["bc"]["only_a"] == 1
 
 
-def test_a_vinn_variant_is_paired_with_the_baselines_in_its_own_holm_family():
+def test_vinn_variants_are_paired_with_the_baselines_in_one_holm_family():
     outcomes = {"vinn": [1, 0, 0, 0, 0, 0], "vinn_plus": [1, 1, 1, 1, 1, 1], "vinn_chunk": [1, 1, 1, 0, 0, 0], "bc": [0] * 6, "random": [0] * 6}
     rows = [{"method": m, "seed": s, "success": bool(ok), "steps": 10} for m, oks in outcomes.items() for s, ok in enumerate(oks)]
     summary = summarize(rows, challengers=("vinn_plus", "vinn_chunk", "vinn_dominant"))
@@ -70,9 +97,9 @@ def test_a_vinn_variant_is_paired_with_the_baselines_in_its_own_holm_family():
     by = summary["paired_by_challenger"]
     assert set(by) == {"vinn_plus", "vinn_chunk"} and set(by["vinn_plus"]) == {"bc", "random"}  # absent ones skipped
     plus_bc = by["vinn_plus"]["bc"]
-    assert (plus_bc["only_a"], plus_bc["only_b"]) == (6, 0) and plus_bc["holm_p"] == pytest.approx(2 * plus_bc["mcnemar_p"])
-    assert plus_bc["verdict"] == "no significant difference"  # 6 discordant pairs: p = 0.031, x2 after Holm
-    assert "| Random | 0 | 6 | 0 | 0 | 0.0312 | 0.0625 |" in paired_table(by["vinn_plus"], "vinn_plus")
+    assert (plus_bc["only_a"], plus_bc["only_b"]) == (6, 0) and plus_bc["holm_p"] == pytest.approx(4 * plus_bc["paired_p"])
+    assert plus_bc["verdict"] == "no significant difference"  # 6 discordant pairs: p = 0.031, x4 after Holm over 2 variants x 2 baselines
+    assert "| Random | 0 | 6 | 0 | 0 | 0.0312 | 0.125 |" in paired_table(by["vinn_plus"], "vinn_plus")
     assert "VINN, chunked multi-view vs" in paired_table(by["vinn_plus"], "vinn_plus")
     assert "paired_by_challenger" not in summarize(rows)
 
@@ -116,7 +143,7 @@ def test_run_task_smoke_end_to_end_and_replay(tmp_path, task, monkeypatch):
         assert set(later) == methods - {"open_loop", "random"} and all(later[m] != digests[0][m] for m in later)
     assert min(seeds["vinn"]) >= 1_000_000  # disjoint from demonstration seeds
     report = (tmp_path / task / "report.md").read_text()
-    assert "Wilson 95%" in report and "McNemar" in report
+    assert "Wilson 95%" in report and "paired p (exact)" in report
     speed = saved["environment"]["host_speed"]  # wall times are only comparable with the machine's speed beside them
     assert speed["read_bandwidth_gb_per_s"] > 0.1 and 0 < speed["resnet18_84px_forward_ms"] < 1000
     assert f"{speed['resnet18_84px_forward_ms']:.1f} ms one-thread ResNet-18 forward pass" in report
@@ -193,8 +220,8 @@ def test_summary_says_no_significant_difference_not_level_when_holm_does_not_rej
     rows = [{"method": m, "seed": s, "success": ok, "steps": 10} for m, d in (("vinn", a), ("bc", close), ("random", far))
             for s, ok in d.items()]
     paired = summarize(rows)["paired"]
-    assert paired["bc"]["verdict"] == "no significant difference" and paired["bc"]["holm_p"] >= paired["bc"]["mcnemar_p"]
-    assert paired["random"]["verdict"] == "reference better" and paired["random"]["holm_p"] == pytest.approx(2 * paired["random"]["mcnemar_p"])
+    assert paired["bc"]["verdict"] == "no significant difference" and paired["bc"]["holm_p"] >= paired["bc"]["paired_p"]
+    assert paired["random"]["verdict"] == "reference better" and paired["random"]["holm_p"] == pytest.approx(2 * paired["random"]["paired_p"])
 
 
 @pytest.mark.sim

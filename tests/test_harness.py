@@ -55,6 +55,21 @@ def test_each_knn_method_chooses_its_own_k_from_one_embedding_of_the_demos(tmp_p
         assert json.loads((Path(info["paths"][name]) / "config.json").read_text())["policy"]["k"] == k
 
 
+def test_the_recorded_vinn_k_is_vinns_own_not_a_variants_on_the_same_encoder(tmp_path, tiny_config, monkeypatch):
+    frames, actions, eps = make_episodes(n_episodes=5, length=6)
+    data = Demos(frames, actions, eps, np.tile(np.arange(6), 5), "image", {}, list(range(5)))
+    args = BenchmarkArgs(task="door", demos=3, methods=("vinn", "vinn_chunk"), chunk=3)
+    calls, choose_k = [], training.choose_k
+
+    def fake_choose_k(embeddings, *rest):  # VINN chooses 2, the chunked variant after it 4
+        calls.append(1)
+        return 2 * len(calls), choose_k(embeddings, *rest)[1]
+
+    monkeypatch.setattr(training, "choose_k", fake_choose_k)
+    info = train_policies(args, data, 3, Encoder(tiny_config), tmp_path / "policies")
+    assert info["k_by_method"] == {"vinn": 2, "vinn_chunk": 4} and info["k"] == 2
+
+
 def test_replay_compares_only_with_the_episode_its_saved_policy_produced(tmp_path):
     path = RandomPolicy(seed=0).save(tmp_path / "policies" / "random")
     results = tmp_path / "results.json"
@@ -101,6 +116,11 @@ def test_results_name_the_evaluation_block():
     assert BenchmarkArgs(seed=0).block == "test" and BenchmarkArgs(seed=0).eval_seeds()[0] == 1_000_000
     dev = BenchmarkArgs(seed=1)
     assert dev.block == "development 1" and dev.eval_seeds()[0] == 1_001_000
+    with pytest.raises(ValueError, match="a block holds 1000 seeds"):
+        BenchmarkArgs(episodes=1001)  # would spill into the next block
+    with pytest.raises(ValueError, match="development block"):
+        BenchmarkArgs(seed=0, k_sweep=(1, 5))
+    assert BenchmarkArgs(seed=2, k_sweep=(1, 5)).k_sweep == (1, 5)
 
 
 def test_the_all_tasks_table_names_results_from_before_train_seeds_by_todays_method_names(tmp_path):

@@ -182,6 +182,9 @@ class DiagnoseArgs:
     """Use the file's first N demonstrations (default: all)."""
     rollouts: int = 0
     """Closed-loop VINN episodes (held-out seeds) for the coverage check; 0 skips it."""
+    block: int = 1
+    """Evaluation block of the rollouts' seeds (1_000_000 + 1000·block + i): a development block; the test block (0) is
+    kept for the benchmarks' final runs."""
     workers: int = 2
     max_queries: int = 2000
     out: str | None = None
@@ -227,7 +230,7 @@ def run(args: DiagnoseArgs) -> dict[str, Any]:
             path = policy.save(Path(tmp) / "vinn")
             make = functools.partial(make_env, task, image_size=data.frames.shape[1], render_mode=None,
                                      camera=data.image_key.removesuffix("_image"))  # the demos' camera, not the task's default
-            rows = evaluate_methods(make, {"vinn": path}, [EVAL_SEED_BASE + i for i in range(args.rollouts)], args.workers)
+            rows = evaluate_methods(make, {"vinn": path}, [EVAL_SEED_BASE + 1000 * args.block + i for i in range(args.rollouts)], args.workers)
         rollout_nn = np.concatenate([r["nn_distance"] for r in rows])
         print(f"rollouts: {sum(r['success'] for r in rows)}/{len(rows)} succeeded")
     diagnosis = diagnose(policy.database, args.k, rollout_nn, args.max_queries)

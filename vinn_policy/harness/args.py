@@ -118,6 +118,10 @@ class BenchmarkArgs:
             raise ValueError(f"--views must name cameras other than the task camera {self.camera!r}; got {self.views}.")
         if not self.proprio_weights or min(self.proprio_weights) <= 0:
             raise ValueError(f"--proprio-weights must be numbers > 0; got {self.proprio_weights}.")
+        if not 1 <= self.episodes <= 1000:
+            raise ValueError(f"--episodes must be 1-1000 (a block holds 1000 seeds); got {self.episodes}")
+        if self.k_sweep and self.seed == 0:
+            raise ValueError("--k-sweep probes a design choice: run it on a development block (--seed 1 or more), not the test block")
         if self.train_seeds < 1:
             raise ValueError(f"--train-seeds must be >= 1; got {self.train_seeds}")
         if self.smoke:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy.stats import binomtest, mannwhitneyu
+from scipy.stats import mannwhitneyu, norm
 from tqdm.auto import tqdm
 
 from vinn_policy.artefact import artefact_digest, atomic_write_text
@@ -18,28 +18,82 @@ from vinn_policy.baselines import load_policy
 from vinn_policy.harness.rollout import Episode, run_jobs
 
 
-def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
-    """Wilson score interval for a success rate (scipy's binomtest)."""
+def wilson_interval(successes: float, n: float, confidence: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval for a success rate; `n` may be an effective (non-integer) number of episodes."""
+    if n <= 0:
+        return (0.0, 1.0)
+    z, rate = float(norm.ppf(0.5 + confidence / 2)), successes / n
+    centre, half = rate + z * z / (2 * n), z * np.sqrt(rate * (1 - rate) / n + z * z / (4 * n * n))
+    scale = 1 + z * z / n
+    return (float(max(0.0, (centre - half) / scale)), float(min(1.0, (centre + half) / scale)))
+
+
+def seed_of(key: Any) -> Any:
+    """The episode seed of an outcome's key: a seed, or (training, seed)."""
+    return key[1] if isinstance(key, tuple) else key
+
+
+def design_effect(outcomes: dict[Any, bool]) -> float:
+    """How much less than independent episodes outcomes pooled over trainings are worth: episodes on one seed share its
+    scene, so they are correlated. Kish's 1 + (m - 1)·ICC, m = episodes per seed, ICC by one-way ANOVA over seeds
+    (clipped to [0, 1]; 1 where every outcome is the same, the cautious end). 1 with one episode per seed."""
+    by_seed: dict[Any, list[bool]] = {}
+    for key, ok in outcomes.items():
+        by_seed.setdefault(seed_of(key), []).append(ok)
+    groups = [np.asarray(v, dtype=float) for v in by_seed.values()]
+    n, k = sum(len(g) for g in groups), len(groups)
+    if k < 2 or n == k:
+        return 1.0
+    mean = np.mean(np.concatenate(groups))
+    between = sum(len(g) * (g.mean() - mean) ** 2 for g in groups) / (k - 1)
+    within = sum(((g - g.mean()) ** 2).sum() for g in groups) / (n - k)
+    m0 = (n - sum(len(g) ** 2 for g in groups) / n) / (k - 1)
+    denominator = between + (m0 - 1) * within
+    icc = 1.0 if denominator == 0 else float(np.clip((between - within) / denominator, 0.0, 1.0))
+    return 1 + (n / k - 1) * icc
+
+
+def pooled_interval(outcomes: dict[Any, bool], confidence: float = 0.95) -> tuple[float, float]:
+    """Wilson interval of a success rate pooled over trainings, on the effective number of episodes (n / design effect):
+    plain Wilson with one training."""
+    n = len(outcomes)
     if n == 0:
         return (0.0, 1.0)
-    ci = binomtest(successes, n).proportion_ci(confidence_level=confidence, method="wilson")
-    return (float(ci.low), float(ci.high))
+    effective = n / design_effect(outcomes)
+    return wilson_interval(sum(outcomes.values()) / n * effective, effective, confidence)
+
+
+def sign_flip_p(differences: Sequence[int]) -> float:
+    """Exact two-sided p of the paired sign-flip (permutation) test on integer per-seed differences: under "no
+    difference" each seed's difference is as likely negated. With differences of ±1 (one training) it is exact McNemar."""
+    sizes = [abs(int(d)) for d in differences if d]
+    if not sizes:
+        return 1.0
+    total = sum(sizes)
+    dist = np.zeros(2 * total + 1)  # P(sum of ±sizes = v - total)
+    dist[total] = 1.0
+    for d in sizes:
+        dist = (np.roll(dist, d) + np.roll(dist, -d)) / 2  # no wrap-around: |partial sums| <= total
+    observed = abs(int(sum(differences)))
+    return float(min(1.0, dist[np.abs(np.arange(-total, total + 1)) >= observed].sum()))
 
 
 def paired_comparison(a: dict[Any, bool], b: dict[Any, bool]) -> dict[str, Any]:
-    """Per-episode comparison of two methods on the same episodes (keyed by seed, or by (training, seed)), with the
-    exact McNemar test.
+    """Per-episode comparison of two methods on the same episodes (keyed by seed, or by (training, seed)).
 
-    Returns counts of episodes where both / only a / only b / neither succeeded and the two-sided p-value of
-    the discordant pairs under "no difference" (binomial with p = 1/2).
+    Returns counts of episodes where both / only a / only b / neither succeeded, and the exact two-sided p of the
+    paired sign-flip test over *seeds*: each seed's difference is a's successes minus b's over the trainings, since a
+    seed's episodes share its scene and are not independent. With one training this is exact McNemar.
     """
-    seeds = sorted(set(a) & set(b))
-    only_a = sum(a[s] and not b[s] for s in seeds)
-    only_b = sum(b[s] and not a[s] for s in seeds)
-    both = sum(a[s] and b[s] for s in seeds)
-    p = float(binomtest(only_a, only_a + only_b, 0.5).pvalue) if only_a + only_b else 1.0
-    return {"seeds": len(seeds), "both": both, "only_a": only_a, "only_b": only_b, "neither": len(seeds) - both - only_a - only_b,
-            "mcnemar_p": p}
+    keys = sorted(set(a) & set(b))
+    only_a = sum(a[s] and not b[s] for s in keys)
+    only_b = sum(b[s] and not a[s] for s in keys)
+    both = sum(a[s] and b[s] for s in keys)
+    per_seed: dict[Any, int] = {}
+    for key in keys:
+        per_seed[seed_of(key)] = per_seed.get(seed_of(key), 0) + int(a[key]) - int(b[key])
+    return {"episodes": len(keys), "seeds": len(per_seed), "both": both, "only_a": only_a, "only_b": only_b,
+            "neither": len(keys) - both - only_a - only_b, "paired_p": sign_flip_p(list(per_seed.values()))}
 
 
 def step_trace(policy: Any, provenance: bool = False) -> dict[str, Any] | None:
@@ -150,7 +204,7 @@ def episode_row(method: str, episode: Episode) -> dict[str, Any]:
     return row
 
 
-def holm(p_values: dict[str, float]) -> dict[str, float]:
+def holm(p_values: dict[Any, float]) -> dict[Any, float]:
     """Holm-Bonferroni adjusted p-values of a family of tests (one per baseline compared with the reference):
     the i-th smallest p is multiplied by (m - i), then made monotone; reject where the adjusted p < alpha."""
     order = sorted(p_values, key=p_values.get)
@@ -185,11 +239,11 @@ def training_spread(outcomes: dict[tuple[int, int], bool]) -> dict[str, Any]:
 
 
 def summarize(rows: list[dict[str, Any]], reference: str = "vinn", challengers: Sequence[str] = ()) -> dict[str, Any]:
-    """Per-method success (pooled over trainings, with a Wilson interval, and per training with mean and spread), and
-    each method paired against `reference` episode by episode, pooling trainings (exact McNemar, Holm-corrected over
-    the baselines compared). Each of `challengers` present (e.g. VINN variants) is also paired against every method
-    other than the reference and the challengers, Holm-corrected within its own family, under
-    summary["paired_by_challenger"][name]. Rows without a "training" are training 0."""
+    """Per-method success (pooled over trainings, with a Wilson interval on the effective number of episodes, and per
+    training with mean and spread), and each method paired against `reference` on the same seeds, pooling trainings
+    (exact sign-flip test over seeds, Holm-corrected over the methods compared). Each of `challengers` present (e.g.
+    VINN variants) is also paired against every method other than the reference and the challengers, in one Holm
+    family over all of them, under summary["paired_by_challenger"][name]. Rows without a "training" are training 0."""
     methods = list(dict.fromkeys(r["method"] for r in rows))
     by_method = {m: {(r.get("training", 0), r["seed"]): bool(r["success"]) for r in rows if r["method"] == m} for m in methods}
     summary: dict[str, Any] = {"methods": {}, "paired": {}}
@@ -198,25 +252,28 @@ def summarize(rows: list[dict[str, Any]], reference: str = "vinn", challengers: 
         s, n = sum(outcomes.values()), len(outcomes)
         steps = [r["steps"] for r in rows if r["method"] == m and r["success"]]
         summary["methods"][m] = {"successes": s, "episodes": n, "success_rate": s / n if n else 0.0,
-                                 "wilson_95": wilson_interval(s, n), "mean_steps_success": float(np.mean(steps)) if steps else None,
-                                 **training_spread(outcomes)}
+                                 "wilson_95": pooled_interval(outcomes), "design_effect": design_effect(outcomes),
+                                 "mean_steps_success": float(np.mean(steps)) if steps else None, **training_spread(outcomes)}
         method_rows = [r for r in rows if r["method"] == m]
         if any("uncertainty_max" in r for r in method_rows):
             summary["methods"][m]["failure_auroc"] = {k: failure_auroc(method_rows, k) for k in ("uncertainty_max", "uncertainty_mean")}
     if reference in by_method:
-        summary["paired"] = paired_family(by_method, reference, [m for m in methods if m != reference])
+        summary["paired"] = paired_family(by_method, [(reference, m) for m in methods if m != reference]).get(reference, {})
     present = [c for c in challengers if c in by_method and c != reference]
     baselines = [m for m in methods if m != reference and m not in present]
-    if present and baselines:
-        summary["paired_by_challenger"] = {c: paired_family(by_method, c, baselines) for c in present}
+    if present and baselines:  # one Holm family over every variant against every baseline: "some variant beats BC" is one claim
+        summary["paired_by_challenger"] = paired_family(by_method, [(c, m) for c in present for m in baselines])
     return summary
 
 
-def paired_family(by_method: dict[str, dict[tuple[int, int], bool]], reference: str, others: Sequence[str]) -> dict[str, Any]:
-    """`reference` paired with each of `others` (exact McNemar), Holm-corrected over the family, with verdicts."""
-    paired = {m: paired_comparison(by_method[reference], paired_with(by_method[reference], by_method[m])) for m in others}
-    adjusted = holm({m: p["mcnemar_p"] for m, p in paired.items()})
-    for m, p in paired.items():
-        p["holm_p"] = adjusted[m]
-        p["verdict"] = paired_verdict(p)
-    return paired
+def paired_family(by_method: dict[str, dict[tuple[int, int], bool]], pairs: Sequence[tuple[str, str]]) -> dict[str, dict[str, Any]]:
+    """Each (reference, other) pair compared episode by episode, Holm-corrected over the whole family, with verdicts;
+    as {reference: {other: comparison}}."""
+    tests = {(r, m): paired_comparison(by_method[r], paired_with(by_method[r], by_method[m])) for r, m in pairs}
+    adjusted = holm({pair: t["paired_p"] for pair, t in tests.items()})
+    out: dict[str, dict[str, Any]] = {}
+    for (r, m), t in tests.items():
+        t["holm_p"] = adjusted[(r, m)]
+        t["verdict"] = paired_verdict(t)
+        out.setdefault(r, {})[m] = t
+    return out

@@ -103,13 +103,13 @@ def plot_bc_training(results: dict[str, Any], path: Path) -> None:
 
 
 def paired_table(paired: dict[str, Any], reference: str = "vinn") -> str:
-    """`reference` against each baseline on the same seeds: exact McNemar p, Holm-corrected over the baselines."""
+    """`reference` against each baseline on the same seeds: the exact paired test over seeds, Holm-corrected."""
     name = NAMES.get(reference, reference)
     words = {"reference better": f"{name} better", "baseline better": "baseline better"}
-    rows = [[NAMES.get(m, m), p["both"], p["only_a"], p["only_b"], p["neither"], f"{p['mcnemar_p']:.3g}",
+    rows = [[NAMES.get(m, m), p["both"], p["only_a"], p["only_b"], p["neither"], f"{p['paired_p']:.3g}",
              f"{p['holm_p']:.3g}" if "holm_p" in p else "–", words.get(p.get("verdict"), p.get("verdict", "–"))]
             for m, p in paired.items()]
-    return markdown_table([f"{name} vs", "both succeed", f"only {name}", "only baseline", "neither", "McNemar p (exact)",
+    return markdown_table([f"{name} vs", "both succeed", f"only {name}", "only baseline", "neither", "paired p (exact)",
                            "Holm p", "at 5% after Holm"], rows)
 
 
@@ -242,17 +242,22 @@ def header_section(results: dict[str, Any]) -> list[str]:
 def success_sections(results: dict[str, Any], summary: dict[str, Any]) -> list[str]:
     n = len(trainings_of(results))
     md = ["## Success\n", (f"Each learned method was trained {n} times (seeds 0–{n - 1}) and every training evaluated on the same "
-                           "episodes; open-loop and random train nothing and were evaluated once. " if n > 1 else "") +
+                           "episodes; open-loop and random train nothing and were evaluated once. The spread over trainings includes the "
+                           "episodes' own sampling noise (a binomial sd of up to 7 points at 50 episodes), not only the trainings'. "
+                           if n > 1 else "") +
           "Offline errors and fit times are means over trainings.\n", success_table(results, summary), "\n![success](success.png)\n"]
     if summary["paired"]:
         md += ["## Paired per-episode comparison\n", ("Episodes of all trainings are pooled, each paired with the same training's "
                "episode on the same seed (open-loop and random, which are deterministic: their one evaluation of that seed). "
-               "The test counts every (training, seed) pair as independent although each seed recurs once per training, so "
-               "read its p-values as covering these episodes and trainings, not as if the trainings had drawn new episodes.\n"
-               if n > 1 else ""), paired_table(summary["paired"])]
+               "A seed's episodes share its scene, so the seed, not the episode, is the unit of the test: each seed's "
+               "difference (successes of one method minus the other's, over the trainings) enters an exact sign-flip test. "
+               "Success intervals above likewise count a seed's episodes as fewer than independent ones (Kish's design "
+               "effect).\n" if n > 1 else "One training: the exact test is McNemar's on the discordant episodes.\n"),
+               paired_table(summary["paired"])]
     for variant, paired in summary.get("paired_by_challenger", {}).items():
         md += [f"### {NAMES.get(variant, variant)} against the baselines\n",
-               "The same pairing, with this VINN variant as the reference; Holm-corrected over its own comparisons.\n",
+               "The same pairing, with this VINN variant as the reference; Holm-corrected over every variant's comparisons "
+               "with the baselines together, so that 'some variant beats BC' is one corrected claim.\n",
                paired_table(paired, variant)]
     return md
 

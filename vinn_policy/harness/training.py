@@ -122,8 +122,8 @@ def fit_vinn_methods(args: BenchmarkArgs, methods: tuple[str, ...], data: Demos,
              layout: KeyLayout | None = None) -> VINNPolicy:
         policy, chosen = fit_vinn(enc, keys, data, train_rows, val_rows, k, options, layout)
         out["k_by_method"][name] = chosen["k"]
-        if enc is encoder:
-            out.update(chosen)  # VINN's k and validation curve
+        if name == "vinn":
+            out.update(chosen)  # VINN's k and validation curve (not a variant's on the same encoder)
         return policy
 
     def multiview(name: str, options: dict | None = None) -> VINNPolicy:
