@@ -43,7 +43,9 @@ class Args:
     run_dir: str | None = None
     """Where run_<task>.py saved its policies (default runs/<task>); training 0's vinn, bc and bc_paper are read."""
     out: str = "runs/representations"
-    """Writes <task>.{json,md} here."""
+    """Writes <name>.{json,md} here."""
+    name: str | None = None
+    """The results' file name (default: the task's), so that runs with other flags do not overwrite each other."""
     data_dir: str = "data"
     crop_scales: tuple[float, ...] = ()
     """Also BYOL (training 0's config) with crop areas drawn from (s, 1) for each s, trained on the database demos."""
@@ -102,8 +104,10 @@ def main(args: Args) -> dict:
              for name, k in pooled_keys(Encoder(byol.config), data.frames).items()]
     extra = {f"BYOL, crop area ({scale:g}, 1)": replace(bench.byol_config(0), crop_scale=(scale, 1.0)) for scale in args.crop_scales}
     extra |= {f"BYOL, {epochs} epochs": replace(bench.byol_config(0), epochs=epochs) for epochs in args.byol_epochs}
+    byol_losses = {}
     for label, config in extra.items():
-        encoder = cached_byol(data.frames[train], config, bench.cache_dir)[0]
+        encoder, info = cached_byol(data.frames[train], config, bench.cache_dir)
+        byol_losses[label] = info["losses"]
         rows += [{"trunk": label, "key": name, **regression_error(k, data, train, val)} for name, k in pooled_keys(encoder, data.frames).items()]
     missing = []
     for method, key in (("bc", "spatial-softmax keypoints, projected"), ("bc_paper", "global average")):
@@ -117,7 +121,7 @@ def main(args: Args) -> dict:
         rows.append({"trunk": label, "key": "(the BC's own prediction)", "dim": None, "k": None,
                      "mse": translation_mse(pred, data.actions[val]), "gripper_accuracy": gripper_accuracy(pred, data.actions[val], GRIPPER_INDEX)})
     table = [[r["trunk"], r["key"], r["dim"] or "–", r["k"] or "–", f"{r['mse']:.4f}", f"{r['gripper_accuracy']:.0%}"] for r in rows]
-    flags = ((f" --run-dir {args.run_dir}" if args.run_dir else "")
+    flags = ((f" --run-dir {args.run_dir}" if args.run_dir else "") + (f" --name {args.name}" if args.name else "")
              + (f" --crop-scales {' '.join(f'{s:g}' for s in args.crop_scales)}" if args.crop_scales else "")
              + (f" --byol-epochs {' '.join(map(str, args.byol_epochs))}" if args.byol_epochs else ""))
     md = [f"# Which key VINN's regression needs: {args.task}\n",
@@ -126,10 +130,13 @@ def main(args: Args) -> dict:
           "queried; k (up to 50) is the one with the lowest validation error for each key (optimistic alike for every key). Translation "
           "MSE and gripper accuracy on the validation frames.\n",
           markdown_table(["trunk", "key", "dim", "k", "val MSE", "gripper acc"], table)]
+    if byol_losses:
+        md.append("\nBYOL loss at the last epoch: " + "; ".join(f"{label} {losses[-1]:.3f}" for label, losses in byol_losses.items()) + ".\n")
     if missing:
         md.append(f"\nNot in {policies}: {', '.join(missing)} (run run_{args.task}.py with them).\n")
-    result = {"args": asdict(args), "environment": environment(), "policies": str(policies), "rows": rows, "missing": missing}
-    write_results(Path(args.out), args.task, result, "\n".join(md) + "\n")
+    result = {"args": asdict(args), "environment": environment(), "policies": str(policies), "rows": rows, "missing": missing,
+              "byol_losses": byol_losses}
+    write_results(Path(args.out), args.name or args.task, result, "\n".join(md) + "\n")
     print("\n".join(md))
     return result
 

@@ -241,11 +241,12 @@ def test_representations_compares_keys_of_the_saved_vinns_trunk_and_names_missin
     VINNPolicy.fit(data.frames, data.actions, data.episode_ids, encoder=Encoder(bench.encoder_config()), k=2,
                    gripper_index=-1).save(tmp_path / "run" / "policies" / "training0" / "vinn")
     result = script.main(script.Args(task="door", smoke=True, run_dir=str(tmp_path / "run"), data_dir=str(tmp_path / "data"), out=str(tmp_path),
-                                     crop_scales=(1.0,), byol_epochs=(2,), cache_dir=str(tmp_path / "cache")))
+                                     crop_scales=(1.0,), byol_epochs=(2,), cache_dir=str(tmp_path / "cache"), name="door_extra"))
     assert [r["trunk"] for r in result["rows"]] == (["VINN's BYOL"] * 6 + ["untrained (seed 0)"] * 6 + ["BYOL, crop area (1, 1)"] * 6
                                                     + ["BYOL, 2 epochs"] * 6)
     assert result["missing"] == ["bc", "bc_paper"] and len(list((tmp_path / "cache").glob("byol-*/encoder"))) == 2
     paper = result["rows"][0]
     assert paper["key"] == "global average (the paper's)" and paper["dim"] == 512 and paper["mse"] >= 0
     assert {r["dim"] for r in result["rows"] if "keypoints" in r["key"]} == {512, 1024}  # 2 coordinates per channel
-    assert "Not in" in (tmp_path / "door.md").read_text()
+    assert "Not in" in (tmp_path / "door_extra.md").read_text() and not (tmp_path / "door.md").exists()
+    assert [len(v) for v in result["byol_losses"].values()] == [1, 2]  # each extra BYOL's loss per epoch (smoke: 1 epoch)
