@@ -2,8 +2,8 @@
 With --bc, BC end-to-end and BC-rep are trained at the paper's settings too (on the GPU), for the paper's
 offline table at the paper's scale.
 
-    python benchmarks/byol_paper.py --demos data/door_84px.hdf5            # on a CUDA machine
-    python benchmarks/byol_paper.py --demos data/door_84px.hdf5 --smoke    # tiny, any machine
+    python benchmarks/byol_paper.py --demos data/door-v1_84px.hdf5            # on a CUDA machine
+    python benchmarks/byol_paper.py --demos data/door-v1_84px.hdf5 --smoke    # tiny, any machine
 
 Reports training throughput and the offline kNN error of the paper-scale encoder on the same episode
 split as benchmarks/offline.py (so its VINN row can be compared with the CPU default's), and writes
@@ -27,7 +27,7 @@ from vinn_policy.harness.results import environment, markdown_table, write_resul
 
 @dataclass
 class Args:
-    demos: str = "data/door_84px.hdf5"
+    demos: str = "data/door-v1_84px.hdf5"
     episodes: int = 50
     epochs: int = 100
     device: str | None = None

@@ -1,7 +1,7 @@
 """Closed-loop door: VINN against the baselines on the same held-out seeds (pipeline: vinn_policy.harness.benchmark).
 
     python benchmarks/run_door.py                 # CPU defaults, development block -> runs/door/
-    python benchmarks/run_door.py --smoke         # about a minute
+    python benchmarks/run_door.py --smoke         # a minute or two
     python benchmarks/run_door.py --paper         # ResNet-50, 224 px, 100 BYOL epochs (GPU)
     python benchmarks/run_door.py --replay 1001003 --method vinn   # one episode of the run again, with video
 """

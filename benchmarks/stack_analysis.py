@@ -11,7 +11,7 @@ action is from the expert's. The oracles search by the true offsets: what neares
 the first evaluation seeds, and each episode's failure is read off the simulator's state. Last, the same
 locally weighted regression runs closed loop over the privileged state instead of images (both cubes' offsets
 from the gripper and its finger joints): the success a perfect encoder would allow with these demonstrations.
-Writes benchmarks/results/stack/analysis.{json,md}.
+Writes <out>/analysis.{json,md} (default runs/stack_analysis).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The state oracle: VINN's locally weighted regression over the true simulator state, in closed loop.
 
     python benchmarks/state_oracle.py --task stack                 # 50 demos, development block (seeds 1_001_000...)
-    python benchmarks/state_oracle.py --task door --out benchmarks/results/oracle   # the committed copy
+    python benchmarks/state_oracle.py --task door --out benchmarks/results/state_oracle   # the committed copy
 
 The oracle (vinn_policy.baselines.StateKNNPolicy) is VINN with a perfect encoder: the same k nearest neighbours,
 softmin weights and gripper vote, over the objects' offsets from the gripper and the finger joints instead of

@@ -9,7 +9,7 @@
 
 Translation dimensions only: the gripper is voted on, never averaged (see database.py).
 
-    python -m vinn_policy.diagnostics --demos data/stack_84px.hdf5 --encoder runs/stack/policies/training0/vinn --rollouts 10
+    python -m vinn_policy.diagnostics --demos data/stack-v1_84px.hdf5 --encoder runs/stack/policies/training0/vinn --rollouts 10
 """
 
 from __future__ import annotations
@@ -174,7 +174,7 @@ class DiagnoseArgs:
     """Assumption diagnostics for a demonstration file and an encoder; writes diagnostics.{json,md} (+ coverage.png)."""
 
     demos: str
-    """Demonstration HDF5 file (e.g. data/stack_84px.hdf5)."""
+    """Demonstration HDF5 file (e.g. data/stack-v1_84px.hdf5)."""
     encoder: str
     """An encoder artefact (runs/cache/byol-*/encoder) or a saved VINN policy (its encoder is used)."""
     k: int = 10

@@ -1,6 +1,6 @@
 """Data-parallel training under torchrun: the same command runs on one process, on 2 CPU processes, or a GPU cluster.
 
-    torchrun --nproc_per_node 2 -m vinn_policy.byol --demos data/door_84px.hdf5 --out runs/encoder
+    torchrun --nproc_per_node 2 -m vinn_policy.byol --demos data/door-v1_84px.hdf5 --out runs/encoder
 
 Under torchrun (WORLD_SIZE > 1) training joins a process group (nccl for CUDA tensors, gloo for CPU ones),
 wraps the network in DistributedDataParallel and gives each rank an equal shard of every global batch.

@@ -52,7 +52,7 @@ class VINNConfig:
     ("none") averages them anyway; "dominant" blends only the heavier group; "consistent" the group whose mean
     points most like the previous step's action (the heavier one on an episode's first step)."""
     index: str = "auto"
-    """Search backend: "exact" (torch), "flat" (faiss), "ivf" (faiss, approximate), or "auto" (exact below
+    """Search backend: "exact" (numpy/OpenBLAS), "flat" (faiss), "ivf" (faiss, approximate), or "auto" (exact below
     search.AUTO_IVF_FRAMES frames, ivf above). See vinn_policy.search."""
     storage: str = "float32"
     """Embedding storage, "float32" or "float16" (half the memory; its effect on actions is in perf.md)."""

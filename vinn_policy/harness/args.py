@@ -39,7 +39,11 @@ class BenchmarkArgs:
     """VINN's encoder: byol, random (untrained) or imagenet (needs --imagenet-weights)."""
     imagenet_weights: str | None = None
     methods: tuple[str, ...] = METHODS
+    """Methods to train and evaluate. Optional VINN variants: vinn_dominant, vinn_consistent (mode selection),
+    vinn_chunk (--chunk, --requery), vinn_multiview and vinn_plus (--views), vinn_proprio, vinn_bc_encoder (VINN's
+    regression over BC's trunk). Each kNN method chooses its own k on the validation demos unless --k is given."""
     workers: int = 2
+    """Rollout processes (each a torch thread and a renderer)."""
     seed: int = 1
     """Evaluation block: seeds EVAL_SEED_BASE + 1000 * seed + i. 1, 2, ... are development blocks, for every
     exploration, check and design decision (the default); 0 is the test block, for the committed final runs only
@@ -63,10 +67,12 @@ class BenchmarkArgs:
     """The cap on BC epochs; early stopping on the validation demos (--bc-patience epochs without improvement) ends
     a converged training sooner, and the report says which trainings reached the cap."""
     bc_patience: int = 6
+    """Epochs without a lower validation loss after which BC stops (converged); --paper uses 10."""
     train_seeds: int = 1
     """Train every learned method (BYOL, VINN's k, BC, BC-rep, the untrained encoder's init) this many times, with
     seeds 0, 1, ...; each training is evaluated on the same episodes, and the report gives per-training success,
-    the mean and spread, and paired tests that pool the episodes of all trainings. Committed runs use 3."""
+    the mean and spread, and paired tests over the episodes of all trainings with the seed as the unit. Committed
+    runs use 3."""
     videos: int = 2
     """Episodes per method written as MP4 (not committed)."""
     chunk: int = 8
@@ -99,7 +105,7 @@ class BenchmarkArgs:
     retrain: bool = False
     """Retrain the BYOL encoder and the BC baselines even if cached."""
     smoke: bool = False
-    """About a minute: tiny images, demos, epochs and episodes (for tests)."""
+    """A minute or two: tiny images, demos, epochs and episodes (for tests)."""
     paper: bool = False
     """The paper's settings: ResNet-50, 224 px, 100 BYOL epochs, paper batch sizes (a GPU job)."""
 
