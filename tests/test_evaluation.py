@@ -137,7 +137,8 @@ def test_run_task_smoke_end_to_end_and_replay(tmp_path, task, monkeypatch):
         once = m in ("open_loop", "random")
         assert len(saved["summary"]["methods"][m]["per_training"]) == (1 if once else trainings)
         assert saved["summary"]["methods"][m]["episodes"] == 4 * (1 if once else trainings)
-    assert saved["summary"]["paired"]["random"]["seeds"] == 4 * trainings  # paired with every training of VINN
+    paired_random = saved["summary"]["paired"]["random"]  # paired with every training of VINN, the seed the test's unit
+    assert (paired_random["episodes"], paired_random["seeds"]) == (4 * trainings, 4)
     digests = [{m: p["sha256"] for m, p in t["policies"].items()} for t in saved["trainings"]]
     for later in digests[1:]:  # each training's seed reaches every learned method
         assert set(later) == methods - {"open_loop", "random"} and all(later[m] != digests[0][m] for m in later)
