@@ -26,6 +26,13 @@ from .test_benchmarks import load_script
 )
 def test_wilson_interval_known_values(s, n, expected):
     assert wilson_interval(s, n) == pytest.approx(expected, abs=1e-4)
+    low, high = wilson_interval(s, n)
+    assert low <= s / n <= high  # exactly, or a plot's error bar below a 0% rate goes negative
+
+
+def test_wilson_interval_holds_its_rate_exactly_at_the_extremes_of_effective_counts():
+    for n in (3.7, 50, 123.4):
+        assert wilson_interval(0, n)[0] == 0.0 and wilson_interval(n, n)[1] == 1.0
 
 
 def test_paired_comparison_counts_and_exact_mcnemar():

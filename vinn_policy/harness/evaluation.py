@@ -25,7 +25,7 @@ def wilson_interval(successes: float, n: float, confidence: float = 0.95) -> tup
     z, rate = float(norm.ppf(0.5 + confidence / 2)), successes / n
     centre, half = rate + z * z / (2 * n), z * np.sqrt(rate * (1 - rate) / n + z * z / (4 * n * n))
     scale = 1 + z * z / n
-    return (float(max(0.0, (centre - half) / scale)), float(min(1.0, (centre + half) / scale)))
+    return (float(min(rate, max(0.0, (centre - half) / scale))), float(max(rate, min(1.0, (centre + half) / scale))))  # rounding
 
 
 def seed_of(key: Any) -> Any:
