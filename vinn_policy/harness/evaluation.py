@@ -36,7 +36,8 @@ def seed_of(key: Any) -> Any:
 def design_effect(outcomes: dict[Any, bool]) -> float:
     """How much less than independent episodes outcomes pooled over trainings are worth: episodes on one seed share its
     scene, so they are correlated. Kish's 1 + (m - 1)·ICC, m = episodes per seed, ICC by one-way ANOVA over seeds
-    (clipped to [0, 1]; 1 where every outcome is the same, the cautious end). 1 with one episode per seed."""
+    (clipped to [0, 1]; 1 where every outcome is the same: no variation to estimate it from, so the cautious end,
+    which makes an all-success interval wider than one with a single failure). 1 with one episode per seed."""
     by_seed: dict[Any, list[bool]] = {}
     for key, ok in outcomes.items():
         by_seed.setdefault(seed_of(key), []).append(ok)
@@ -50,7 +51,7 @@ def design_effect(outcomes: dict[Any, bool]) -> float:
     m0 = (n - sum(len(g) ** 2 for g in groups) / n) / (k - 1)
     denominator = between + (m0 - 1) * within
     icc = 1.0 if denominator == 0 else float(np.clip((between - within) / denominator, 0.0, 1.0))
-    return 1 + (n / k - 1) * icc
+    return 1 + (sum(len(g) ** 2 for g in groups) / n - 1) * icc  # Kish's size-weighted m: n / k when every seed has every training
 
 
 def pooled_interval(outcomes: dict[Any, bool], confidence: float = 0.95) -> tuple[float, float]:
