@@ -58,7 +58,7 @@ def check_task(task: str, args: Args) -> dict:
         policy = BCPolicy.fit_on_features(data.frames[rows], data.actions[rows], data.episode_ids[rows], encoder, config,
                                           val_episodes=np.unique(data.episode_ids[val]), progress=False, features=embeddings[rows])
         paths[name] = str(policy.save(work / task / name.replace(", ", "_").replace(" ", "_")))
-        epochs[name] = {"epochs": len(policy.report.val_loss), "best_epoch": policy.report.best_epoch, "converged": policy.report.converged}
+        epochs[name] = {"epochs": len(policy.report.val_loss), "best_epoch": policy.report.best_epoch, "converged": policy.report.converged(policy.config.patience)}
     errors = offline_errors(paths, data, val)
     return {"encoder_cached": info["cached"], "k": chosen["k"], "mse": {name: e["mse"] for name, e in errors.items()}, "epochs": epochs}
 

@@ -142,12 +142,23 @@ def test_training_lowers_the_learning_rate_on_plateaus_and_reports_whether_it_co
     frames, actions, eps = data
     converged = BCPolicy.fit_on_features(frames, actions, eps, tiny_encoder, BCConfig(**{**TINY, "patience": 3}, epochs=500, lr=3e-3,
                                                                                       lr_patience=1), val_episodes=[4], progress=False).report
-    assert converged.converged and len(converged.val_loss) < 500
+    assert converged.converged(3) and len(converged.val_loss) < 500
     assert len(converged.val_loss) - 1 - (converged.best_epoch - 1) == 3  # stopped after `patience` epochs without a new best
     assert converged.lr[0] == 3e-3 and min(converged.lr) < 3e-3  # lowered on a plateau before stopping
     capped = BCPolicy.fit_on_features(frames, actions, eps, tiny_encoder, BCConfig(**{**TINY, "patience": 50}, epochs=2),
                                       val_episodes=[4], progress=False).report
-    assert not capped.converged and len(capped.val_loss) == 2
+    assert not capped.converged(50) and len(capped.val_loss) == 2
+
+
+def test_a_training_at_its_cap_converged_only_if_its_last_epochs_improved_by_less_than_the_tolerance():
+    from vinn_policy.baselines.bc import TrainReport
+
+    def at_cap(val_loss):
+        return TrainReport(train_loss=val_loss, val_loss=val_loss, best_epoch=len(val_loss), stopped_early=False, seconds=1.0)
+
+    assert at_cap([1.0, 0.5, 0.4, 0.399, 0.3995, 0.3985]).converged(3)  # 0.4 -> 0.3985: new bests by 0.4%
+    assert not at_cap([1.0, 0.5, 0.4, 0.35, 0.3, 0.25]).converged(3)  # still falling
+    assert not at_cap([1.0, 0.5]).converged(3)  # too short to tell
 
 
 class Scale(torch.nn.Module):
@@ -240,3 +251,11 @@ def test_cached_bc_trains_afresh_over_its_own_unreadable_checkpoint(tmp_path, da
     (broken / "config.json").write_text("{not json")
     policy, info = cached_bc(frames, actions, eps, config, [4], tiny_encoder, cache_dir=tmp_path, progress=False)
     assert not info["cached"] and len(policy.report.val_loss) == 2 and not broken.parent.exists()
+
+
+def test_the_report_says_how_each_bc_training_ended():
+    from vinn_policy.harness.report import convergence_cell
+
+    assert convergence_cell({"stopped_early": True, "converged": True, "patience": 6}) == "yes"
+    assert convergence_cell({"stopped_early": False, "converged": True, "patience": 6}).startswith("yes: on a plateau at the cap")
+    assert convergence_cell({"stopped_early": False, "converged": False, "patience": 6}) == "**no: still improving at the cap**"

@@ -229,10 +229,19 @@ class TrainReport:
     lr: list[float] = field(default_factory=list)
     """The learning rate of each epoch."""
 
-    @property
-    def converged(self) -> bool:
-        return self.stopped_early
+    def converged(self, patience: int) -> bool:
+        """Stopped early, or reached the cap on a plateau: its best validation loss over the last `patience` epochs less
+        than PLATEAU_TOLERANCE below the best before them."""
+        if self.stopped_early:
+            return True
+        recent, before = self.val_loss[-patience:], self.val_loss[:-patience]
+        return patience > 0 and bool(before) and min(recent) >= (1 - PLATEAU_TOLERANCE) * min(before)
 
+
+PLATEAU_TOLERANCE = 0.01
+"""How little a validation loss may still fall over the last `patience` epochs before the cap for the training to count
+as converged: at a learning rate the plateaus have cut a hundredfold, new bests by a fraction of a percent keep
+resetting the patience without the policy learning anything more. Reporting only: training still stops as before."""
 
 CHECKPOINT_NAME = "bc_checkpoint"
 

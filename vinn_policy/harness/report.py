@@ -12,6 +12,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 from vinn_policy.artefact import atomic_write_text
+from vinn_policy.baselines.bc import PLATEAU_TOLERANCE
 from vinn_policy.diagnostics import verdict_table
 from vinn_policy.harness.results import markdown_table
 
@@ -72,10 +73,17 @@ def success_table(results: dict[str, Any], summary: dict[str, Any]) -> str:
                            "steps (successes)", "offline MSE (val)", "gripper acc (val)", "act() ms per step (1 thread)", "fit (s)"], rows)
 
 
+def convergence_cell(r: dict[str, Any]) -> str:
+    if r.get("stopped_early", r["converged"]):
+        return "yes" if r["converged"] else "**no: stopped at the cap**"  # results from before the plateau rule: no stopped_early
+    return (f"yes: on a plateau at the cap (< {100 * PLATEAU_TOLERANCE:.0f}% lower over its last {r['patience']} epochs)"
+            if r["converged"] else "**no: still improving at the cap**")
+
+
 def bc_training_table(results: dict[str, Any]) -> str:
     """Each BC training: epochs run against the cap, the best epoch and its validation loss, and whether it converged."""
     rows = [[NAMES.get(m, m), i, f"{len(r['val_loss'])} / {r.get('cap', results['args']['bc_epochs'])}", r.get("patience", "–"), r["best_epoch"], f"{min(r['val_loss']):.4f}", f"{r['train_loss'][-1]:.4f}",
-             f"{r['lr'][-1]:.1e}" if r.get("lr") else "–", "yes" if r["converged"] else "**no: stopped at the cap**", f"{r['seconds']:.0f}"]
+             f"{r['lr'][-1]:.1e}" if r.get("lr") else "–", convergence_cell(r), f"{r['seconds']:.0f}"]
             for i, t in enumerate(trainings_of(results)) for m, r in t.get("bc_training", {}).items()]
     return markdown_table(["method", "training", "epochs run / cap", "patience", "best epoch", "best val loss", "last train loss", "last lr",
                            "converged", "seconds"], rows)
@@ -269,8 +277,9 @@ def bc_section(results: dict[str, Any]) -> list[str]:
     compare = (f" BC-rep's offline validation MSE is {offline['bc_rep']:.4f} against VINN's {offline['vinn']:.4f} on the same encoder "
                f"(means over trainings)." if None not in offline.values() else "")
     return ["\n## BC training\n",
-            "Every BC stops once its validation loss has not improved for its patience (converged) or at its epoch cap (not "
-            "converged; both in the table); the learning rate drops after validation plateaus and the best "
+            "Every BC stops once its validation loss has not improved for its patience (converged) or at its epoch cap, where "
+            f"it counts as converged only on a plateau (less than {100 * PLATEAU_TOLERANCE:.0f}% lower over its last patience "
+            "epochs; the table says which); the learning rate drops after validation plateaus and the best "
             f"validation epoch's weights are kept.{compare}\n", bc_training_table(results), "\n![BC training](bc_training.png)\n"]
 
 

@@ -192,7 +192,7 @@ def fit_bc_methods(args: BenchmarkArgs, methods: tuple[str, ...], data: Demos, t
 
         policy = saved.fit(name, fit) if name in methods else fit()  # bc only for vinn_bc_encoder's trunk: not saved as a method
         if name in methods:
-            reports[name] = {**asdict(policy.report), "converged": policy.report.converged, "cap": policy.config.epochs,
+            reports[name] = {**asdict(policy.report), "converged": policy.report.converged(policy.config.patience), "cap": policy.config.epochs,
                              "patience": policy.config.patience}
         if name == "bc":
             bc = policy
