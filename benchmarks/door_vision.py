@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import tyro
-from vinn_policy.demos.collect import EVAL_SEED_BASE
+from vinn_policy.demos.collect import block_seeds
 from vinn_policy.demos.experts import make_expert
 from vinn_policy.envs import make_env
 
@@ -104,7 +104,7 @@ def main(args: Args) -> dict:
     if args.smoke:
         args.episodes, args.demos, args.train_demos, args.replayed_demos, args.expert_seeds, args.variation_resets = 2, 2, 2, 1, 2, 3
     t0 = time.perf_counter()
-    seeds = range(EVAL_SEED_BASE + 1000 * args.block, EVAL_SEED_BASE + 1000 * args.block + args.episodes)
+    seeds = block_seeds(args.block, args.episodes)
     make = functools.partial(make_env, "door", image_size=args.image_size)
     demos = ensure_demos("door", max(args.demos, args.train_demos, args.replayed_demos), args.data_dir, noise=args.noise,
                          image_size=args.image_size, workers=args.workers, progress=False)

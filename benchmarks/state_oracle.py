@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import tyro
-from vinn_policy.demos.collect import EVAL_SEED_BASE
+from vinn_policy.demos.collect import block_seeds
 from vinn_policy.demos.dataset import load_obs
 from vinn_policy.envs import make_env
 
@@ -73,7 +73,7 @@ def main(args: Args) -> dict:
     k = args.k or k
     policy = functools.partial(StateKNNPolicy, features[train], data.actions[train], data.episode_ids[train], k,
                                OBJECTS[args.task], GRIPPER_INDEX, joints)
-    seeds = [EVAL_SEED_BASE + 1000 * args.seed + i for i in range(args.episodes)]
+    seeds = list(block_seeds(args.seed, args.episodes))
     make = functools.partial(make_env, args.task, image_size=args.image_size, privileged=True)
     # each step's object joint angles (rad): how far a failed episode got
     episodes = list(rollouts(make, policy, seeds, args.workers, trace=last_joint_angles if joints else None))

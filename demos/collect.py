@@ -27,6 +27,14 @@ from vinn_policy.harness.rollout import Episode, rollouts
 
 EVAL_SEED_BASE = 1_000_000
 """Evaluation seeds start here; demonstration seeds stay below it."""
+BLOCK_SIZE = 1000
+"""Evaluation seeds come in blocks: block 0 is the test block, 1, 2, ... development blocks (../PROTOCOL)."""
+
+
+def block_seeds(block: int, episodes: int) -> range:
+    """The first `episodes` seeds of evaluation block `block`: EVAL_SEED_BASE + BLOCK_SIZE * block + i."""
+    first = EVAL_SEED_BASE + BLOCK_SIZE * block
+    return range(first, first + episodes)
 
 
 @dataclass

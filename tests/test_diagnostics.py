@@ -131,6 +131,8 @@ def test_coverage_rollouts_see_through_the_demonstrations_camera(tmp_path, tiny_
     with pytest.raises(RuntimeError, match="evaluated"):
         run(DiagnoseArgs(demos=str(demos), encoder=str(tmp_path / "encoder"), k=3, rollouts=2, workers=1, out=str(tmp_path / "r")))
     assert made["seeds"] == [1_001_000, 1_001_001]  # development block 1: the test block is for the final runs
+    with pytest.raises(ValueError, match="block 0 is the test block"):
+        DiagnoseArgs(demos=str(demos), encoder=str(tmp_path / "encoder"), rollouts=2, block=0)
 
 
 def test_a_coverage_verdict_on_its_threshold_says_so():

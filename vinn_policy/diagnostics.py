@@ -190,6 +190,10 @@ class DiagnoseArgs:
     out: str | None = None
     """Report directory (default runs/diagnostics/<demo file stem>)."""
 
+    def __post_init__(self) -> None:
+        if self.block < 1:
+            raise ValueError(f"--block must be >= 1 (development); block 0 is the test block. Got {self.block}.")
+
 
 def load_encoder(path: str | Path):
     """An Encoder from an encoder artefact, or the encoder inside a saved VINN policy."""
@@ -210,7 +214,7 @@ def run(args: DiagnoseArgs) -> dict[str, Any]:
     import functools
     import tempfile
 
-    from vinn_policy.demos.collect import EVAL_SEED_BASE
+    from vinn_policy.demos.collect import block_seeds
     from vinn_policy.demos.dataset import load_demos
     from vinn_policy.envs import TASKS, make_env
     from vinn_policy.harness.evaluation import evaluate_methods
@@ -230,7 +234,7 @@ def run(args: DiagnoseArgs) -> dict[str, Any]:
             path = policy.save(Path(tmp) / "vinn")
             make = functools.partial(make_env, task, image_size=data.frames.shape[1], render_mode=None,
                                      camera=data.image_key.removesuffix("_image"))  # the demos' camera, not the task's default
-            rows = evaluate_methods(make, {"vinn": path}, [EVAL_SEED_BASE + 1000 * args.block + i for i in range(args.rollouts)], args.workers)
+            rows = evaluate_methods(make, {"vinn": path}, list(block_seeds(args.block, args.rollouts)), args.workers)
         rollout_nn = np.concatenate([r["nn_distance"] for r in rows])
         print(f"rollouts: {sum(r['success'] for r in rows)}/{len(rows)} succeeded")
     diagnosis = diagnose(policy.database, args.k, rollout_nn, args.max_queries)

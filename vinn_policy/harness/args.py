@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from vinn_policy.demos.collect import EVAL_SEED_BASE
+from vinn_policy.demos.collect import BLOCK_SIZE, block_seeds
 
 from vinn_policy.actions import GRIPPER_INDEX
 from vinn_policy.baselines.bc import BCConfig
@@ -124,8 +124,8 @@ class BenchmarkArgs:
             raise ValueError(f"--views must name cameras other than the task camera {self.camera!r}; got {self.views}.")
         if not self.proprio_weights or min(self.proprio_weights) <= 0:
             raise ValueError(f"--proprio-weights must be numbers > 0; got {self.proprio_weights}.")
-        if not 1 <= self.episodes <= 1000:
-            raise ValueError(f"--episodes must be 1-1000 (a block holds 1000 seeds); got {self.episodes}")
+        if not 1 <= self.episodes <= BLOCK_SIZE:
+            raise ValueError(f"--episodes must be 1-{BLOCK_SIZE} (a block holds {BLOCK_SIZE} seeds); got {self.episodes}")
         if self.k_sweep and self.seed == 0:
             raise ValueError("--k-sweep probes a design choice: run it on a development block (--seed 1 or more), not the test block")
         if self.train_seeds < 1:
@@ -201,4 +201,4 @@ class BenchmarkArgs:
         return "test" if self.seed == 0 else f"development {self.seed}"
 
     def eval_seeds(self) -> list[int]:
-        return [EVAL_SEED_BASE + 1000 * self.seed + i for i in range(self.episodes)]
+        return list(block_seeds(self.seed, self.episodes))
