@@ -102,7 +102,10 @@ def test_diagnostics_command_writes_a_report(tmp_path, tiny_encoder):
 
 
 def test_coverage_rollouts_see_through_the_demonstrations_camera(tmp_path, tiny_encoder, monkeypatch):
+    import vinn_policy.demos.collect  # noqa: F401  imported before the patch, or it would keep the patched make_env
     import vinn_policy.envs
+
+    import vinn_policy.harness.evaluation
 
     episodes = [fake_episode(s, steps=8) for s in range(4)]
     for episode in episodes:
@@ -120,8 +123,6 @@ def test_coverage_rollouts_see_through_the_demonstrations_camera(tmp_path, tiny_
     with pytest.raises(RuntimeError, match="env made"):
         run(DiagnoseArgs(demos=str(demos), encoder=str(tmp_path / "encoder"), k=3, rollouts=1, workers=1, out=str(tmp_path / "r")))
     assert made["task"] == "door" and made["camera"] == "agentview" and made["image_size"] == 16
-
-    import vinn_policy.harness.evaluation
 
     def seeds_only(make, paths, seeds, workers):
         made.update(seeds=list(seeds))
