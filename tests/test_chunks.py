@@ -79,7 +79,8 @@ def test_chunk_options_are_saved_and_bad_ones_refused(tmp_path, episodes, tiny_e
     policy = VINNPolicy(tiny_encoder, base.database, VINNConfig(k=2, gripper_index=3, chunk=5, requery=1.5))
     assert VINNPolicy.load(policy.save(tmp_path / "p")).config == policy.config
     for bad, match in (({"chunk": 0}, "chunk must be an integer >= 1"), ({"chunk": 2, "requery": -1.0}, "requery must be None"),
-                       ({"chunk": 2, "mode_selection": "dominant"}, "cannot be combined with chunk")):
+                       ({"chunk": 2, "mode_selection": "dominant"}, "cannot be combined with chunk"),
+                       ({"chunk": 2, "requery": True}, "requery must be None"), ({"requery": 2.0}, "requery=2.0 needs chunk > 1")):
         with pytest.raises(ValueError, match=match):
             VINNConfig(**bad)
 
@@ -109,3 +110,29 @@ def test_the_benchmark_fits_vinn_chunk_on_vinns_encoder_and_k_and_traces_its_pla
     assert strip is not None and strip.shape[0] == 64
     chunked.plan.rows[0, 1:] = -1  # every neighbour's demonstration but the first has ended: the video keeps its size
     assert annotate({"image": frames[1]}, chunked).shape == strip.shape
+
+
+def test_changing_the_database_drops_a_plan_made_on_the_old_one(episodes, tiny_encoder):
+    frames, actions, eps = episodes
+    base = VINNPolicy.fit(frames, actions, eps, encoder=tiny_encoder, k=1, gripper_index=3)
+    policy = VINNPolicy(tiny_encoder, base.database, VINNConfig(k=1, gripper_index=3, chunk=4, requery=100.0))
+    policy.act(frames[2 * LENGTH + 1])  # a plan from episode 2
+    policy.remove_episodes([0, 1])  # its rows now number other frames (and episode 2's rows shifted down)
+    np.testing.assert_array_equal(policy.act(frames[2 * LENGTH + 1]), actions[2 * LENGTH + 1])  # a new query, not a stale row
+    assert policy.plan.step[0] == 0
+    policy.remove_episodes([2])
+    assert policy.plan is None  # nothing of the removed demonstration is replayed
+    policy.act(frames[3 * LENGTH])
+    policy.add_demos(frames[eps < 2], actions[eps < 2], eps[eps < 2])
+    assert policy.plan is None
+
+
+def test_offline_error_of_a_chunked_vinn_is_its_plans(episodes, tiny_encoder):
+    from vinn_policy.harness.offline import predict_frames
+
+    frames, actions, eps = episodes
+    base = VINNPolicy.fit(frames, actions, eps, encoder=tiny_encoder, k=1, gripper_index=3)
+    chunked = VINNPolicy(tiny_encoder, base.database, VINNConfig(k=1, gripper_index=3, chunk=3))
+    still = np.repeat(frames[[1]], 4, axis=0)  # a validation episode that never moves: only the plan changes the action
+    np.testing.assert_array_equal(predict_frames(base, still, np.zeros(4)), actions[[1, 1, 1, 1]])
+    np.testing.assert_array_equal(predict_frames(chunked, still, np.zeros(4)), actions[[1, 2, 3, 1]])  # planned, then a new query

@@ -7,8 +7,8 @@ nearest frame in the *other* demonstrations -- so no block dominates by the scal
 multiplied by the first view's typical distance, so distances and VINN's softmin temperature keep the first
 view's units. Proprioception's block is weighted by `proprio_weight` on top (1: as much as one view).
 
-    layout, keys = KeyLayout.fit(embeddings_by_view, episode_ids, views=("image", "agentview_image"))
-    keys(obs) -> layout.key(embeddings_by_view, proprio)
+    layout = KeyLayout.fit(embeddings_by_view, episode_ids, views=("image", "agentview_image"))
+    keys = layout.key(embeddings_by_view, proprio)
 """
 
 from __future__ import annotations

@@ -82,8 +82,11 @@ class VINNConfig:
         if not isinstance(self.chunk, numbers.Integral) or isinstance(self.chunk, bool) or self.chunk < 1:
             raise ValueError(f"chunk must be an integer >= 1; got {self.chunk!r}.")
         self.chunk = int(self.chunk)
-        if self.requery is not None and not (isinstance(self.requery, numbers.Real) and np.isfinite(self.requery) and self.requery > 0):
+        if self.requery is not None and not (isinstance(self.requery, numbers.Real) and not isinstance(self.requery, bool)
+                                             and np.isfinite(self.requery) and self.requery > 0):
             raise ValueError(f"requery must be None or a finite number > 0; got {self.requery!r}.")
+        if self.requery is not None and self.chunk == 1:
+            raise ValueError(f"requery={self.requery!r} needs chunk > 1: with chunk=1 every step is a new query already.")
         if self.chunk > 1 and self.mode_selection != "none":
             raise ValueError("mode_selection works per query step; it cannot be combined with chunk > 1 (yet).")
 
@@ -296,11 +299,13 @@ class VINNPolicy:
         keys = self._keys(images, proprio, batch_size=batch_size)
         self.database = self.database.extend(keys, actions, episode_ids, frame_indices)
         self.reference = self._min_norm = None  # the database changed: recalibrate on next use
+        self.plan = None  # a chunk planned on the old database queries afresh
 
     def remove_episodes(self, episode_ids: object) -> None:
         """Forget these demonstrations (episode ids) from the next act() on."""
         self.database = self.database.without_episodes(episode_ids)
         self.reference = self._min_norm = None
+        self.plan = None  # its rows numbered the old database (and may be the removed demonstrations')
 
     def reset(self, seed: int | None = None) -> None:
         """Start an episode. VINN is memoryless and deterministic (with mode_selection="consistent" it remembers

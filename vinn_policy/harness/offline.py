@@ -78,18 +78,21 @@ def knn_curve(embeddings: NDArray, actions: NDArray, episode_ids: NDArray, db_ro
 def predict_frames(policy, frames: NDArray[np.uint8] | dict[str, NDArray], episode_ids: NDArray) -> NDArray[np.float32]:
     """A policy's action for each demonstration frame (frames, or the frames' observation dict: Demos.observations).
 
-    Reactive policies (VINN, BC) see every frame; open-loop and random only see an episode's first frame
-    and act step by step from there, as they would in closed loop (reset with the episode id as seed).
+    Reactive policies (VINN, BC) see every frame. Chunked VINN steps through each episode in order, so a plan made at
+    one frame supplies the actions of the frames after it, as in closed loop: its error is its plans', not one
+    query's. Open-loop and random only see an episode's first frame and act step by step from there, as they would
+    in closed loop (reset with the episode id as seed).
     """
-    if hasattr(policy, "act_batch"):
+    chunked = getattr(getattr(policy, "config", None), "chunk", 1) > 1
+    if hasattr(policy, "act_batch") and not chunked:
         return policy.act_batch(frames)
     episode_ids = np.asarray(episode_ids)
-    first = (lambda row: {k: v[row] for k, v in frames.items()}) if isinstance(frames, dict) else (lambda row: frames[row])
+    at = (lambda row: {k: v[row] for k, v in frames.items()}) if isinstance(frames, dict) else (lambda row: frames[row])
     pred = None
     for e in np.unique(episode_ids):
         rows = np.flatnonzero(episode_ids == e)
         policy.reset(seed=int(e))
-        actions = np.stack([policy.act(first(rows[0])) for _ in rows])
+        actions = np.stack([policy.act(at(row if chunked else rows[0])) for row in rows])
         pred = np.empty((len(episode_ids), actions.shape[1]), np.float32) if pred is None else pred
         pred[rows] = actions
     return pred
