@@ -105,6 +105,16 @@ def test_the_benchmark_fits_vinn_chunk_on_vinns_encoder_and_k_and_traces_its_pla
         chunked.act(frames[t])
         steps.append(step_trace(chunked)["plan_step"])
     assert steps[0] == 0 and steps[1] in (0, 1)  # 1 unless the drift asked for a new query
+    chunked.reset()
+    chunked.act(frames[1])
+    trace = step_trace(chunked, provenance=True)
+    chunked.act(frames[1])
+    later = step_trace(chunked, provenance=True)
+    assert later["plan_step"] == 1 and later["neighbours"] == trace["neighbours"]  # the query behind the plan
+    assert [(s["episode"], s["frame"]) for s in trace["plan_sources"]] == [(n["episode"], n["frame"]) for n in trace["neighbours"]]
+    followed = {(s["episode"], s["frame"] + 1) for s in trace["plan_sources"]}
+    assert later["plan_sources"] and {(s["episode"], s["frame"]) for s in later["plan_sources"]} <= followed  # one frame on
+    assert sum(s["weight"] for s in later["plan_sources"]) == pytest.approx(1.0)
     annotate = NeighbourStrip(frames[eps < 3], height=64, rows=1)
     strip = annotate({"image": frames[1]}, chunked)
     assert strip is not None and strip.shape[0] == 64

@@ -50,6 +50,12 @@ class ChunkPlan:
         actions = database.combine(flat_weights, flat_rows).numpy().reshape(b, h, -1)
         return cls(actions, rows, weights, (total[:, 0] > 0).sum(-1), np.zeros(b, np.int64), nb)
 
+    def sources(self, database: EmbeddingDatabase, query: int = 0) -> list[dict]:
+        """Where one query's current step comes from: each neighbour still running (episode, frame, weight, action)."""
+        rows, weights = self.rows[query, :, self.step[query]], self.weights[query, :, self.step[query]]
+        return [{"episode": int(database.episode_ids[r]), "frame": int(database.frame_indices[r]), "weight": float(w),
+                 "action": database.actions[r].tolist()} for r, w in zip(rows, weights, strict=True) if r >= 0]
+
     def distance_to_expected(self, database: EmbeddingDatabase, keys: NDArray[np.float32]) -> NDArray[np.float64]:
         """(B,) weighted distance of each query's current key to the frames its plan expected at this step."""
         b = np.arange(len(keys))

@@ -107,7 +107,9 @@ def step_trace(policy: Any, provenance: bool = False) -> dict[str, Any] | None:
     if getattr(policy, "plan", None) is not None:  # chunked: which step of the plan from the last query this was
         row["plan_step"] = int(policy.plan.step[0])
     if provenance:
-        row["neighbours"] = policy.last_neighbours.rows()
+        row["neighbours"] = policy.last_neighbours.rows()  # the query's (a chunk's: the query that planned it)
+        if "plan_step" in row:
+            row["plan_sources"] = policy.plan.sources(policy.database)  # the frames this step's action replays
     return row
 
 
