@@ -137,11 +137,12 @@ def state_oracle(args: Args, bench: BenchmarkArgs, data: Demos, features: np.nda
 def main(args: Args) -> dict:
     if args.seed < 1:
         raise SystemExit(f"--seed must be a development block (>= 1); block 0 is the test block. Got {args.seed}.")
-    bench = BenchmarkArgs(task="stack", demos=args.demos, episodes=args.episodes, cache_dir=args.cache_dir, data_dir=args.data_dir,
+    bench = BenchmarkArgs(task="stack", demos=args.demos, episodes=max(args.episodes, 1),  # 0: no closed loop
+                          cache_dir=args.cache_dir, data_dir=args.data_dir,
                           smoke=args.smoke, seed=args.seed)
     n_train = bench.demos
     args.oracle_demos = (n_train,) if args.oracle_demos is None else args.oracle_demos
-    everything = ensure_demos("stack", max(n_train, *args.oracle_demos) + bench.val_demos, args.data_dir, image_size=bench.image_px)
+    everything = ensure_demos("stack", max((n_train, *args.oracle_demos)) + bench.val_demos, args.data_dir, image_size=bench.image_px)
     all_state = load_obs(demo_path("stack", args.data_dir, bench.image_px), STATE_KEYS, everything.num_episodes)
     vinn_rows = np.flatnonzero(everything.episode_ids < n_train + bench.val_demos)
     data, state = everything.select(range(n_train + bench.val_demos)), {key: v[vinn_rows] for key, v in all_state.items()}

@@ -250,3 +250,10 @@ def test_representations_compares_keys_of_the_saved_vinns_trunk_and_names_missin
     assert {r["dim"] for r in result["rows"] if "keypoints" in r["key"]} == {512, 1024}  # 2 coordinates per channel
     assert "Not in" in (tmp_path / "door_extra.md").read_text() and not (tmp_path / "door.md").exists()
     assert [len(v) for v in result["byol_losses"].values()] == [1, 2]  # each extra BYOL's loss per epoch (smoke: 1 epoch)
+
+
+def test_stack_analysis_can_skip_the_closed_loop_parts(tmp_path):
+    script = load_script("stack_analysis")
+    data = script.main(script.Args(smoke=True, k=2, episodes=0, oracle_demos=(), out=str(tmp_path), data_dir=str(tmp_path / "data"),
+                                   cache_dir=str(tmp_path / "cache")))
+    assert len(data["representations"]) == 6 and "closed_loop" not in data and not data.get("state_oracle")
