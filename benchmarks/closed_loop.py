@@ -53,8 +53,8 @@ def main(args: Args) -> dict:
     methods = list(dict.fromkeys(m for r in found.values() for m in (*r["args"]["methods"], *r["summary"]["methods"])))  # run order
     table = markdown_table(["method", *found], [[NAMES.get(m, m), *[task_cell(r["summary"]["methods"][m]) if m in r["summary"]["methods"]
                                                                     else "–" for r in found.values()]] for m in methods])
-    runs = markdown_table(["task", "episodes / method", "train demos", "trainings", "VINN k", "encoder", "wall time (min)",
-                           "of which sweeps (min)"], [
+    runs = markdown_table(["task", "episodes / method", "train demos", "trainings", "VINN k", "encoder",
+                           "wall time of the run that wrote it (min; cached stages take ~0)", "of which sweeps (min)"], [
         [t, r["args"]["episodes"], r["args"]["demos"], len(trainings_of(r)), ", ".join(str(x.get("k")) for x in trainings_of(r)),
          trainings_of(r)[0]["encoder"]["kind"],
          f"{r['wall_seconds'] / 60:.1f}", f"{sum(v for k, v in r['stage_seconds'].items() if 'sweep' in k) / 60:.1f}"]
