@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import tyro
-from vinn_policy.demos.collect import block_seeds
+from vinn_policy.demos.collect import block_seeds, check_development_block
 from vinn_policy.demos.experts import make_expert
 from vinn_policy.envs import make_env
 
@@ -56,8 +56,7 @@ class Args:
     """Tiny run (2 demos, 2 seeds each) for tests; pass a temporary --data-dir to keep data/ untouched."""
 
     def __post_init__(self) -> None:
-        if self.block < 1:
-            raise ValueError(f"block must be >= 1 (development); block 0 is the test block. Got {self.block}.")
+        check_development_block(self.block)
 
 
 def blind_expert():

@@ -37,6 +37,12 @@ def block_seeds(block: int, episodes: int) -> range:
     return range(first, first + episodes)
 
 
+def check_development_block(block: int) -> None:
+    """Refuse block 0 for what informs design (analyses, checks): the test block is for frozen final runs."""
+    if block < 1:
+        raise ValueError(f"--block must be >= 1 (development); block 0 is the test block. Got {block}.")
+
+
 @dataclass
 class CollectArgs:
     task: str = "door"

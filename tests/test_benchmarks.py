@@ -184,6 +184,12 @@ def test_stack_analysis_refuses_the_test_block():
         script.main(script.Args(seed=0))
 
 
+def test_door_vision_refuses_the_test_block():
+    script = load_script("door_vision")
+    with pytest.raises(ValueError, match="block 0 is the test block"):
+        script.Args(block=0)
+
+
 def test_experts_report_puts_door_vision_beside_the_expert(tmp_path):
     experts = load_script("experts")
     assert experts.door_needs_vision(tmp_path) == ""  # nothing measured yet: no section

@@ -191,8 +191,9 @@ class DiagnoseArgs:
     """Report directory (default runs/diagnostics/<demo file stem>)."""
 
     def __post_init__(self) -> None:
-        if self.block < 1:
-            raise ValueError(f"--block must be >= 1 (development); block 0 is the test block. Got {self.block}.")
+        from vinn_policy.demos.collect import check_development_block
+
+        check_development_block(self.block)
 
 
 def load_encoder(path: str | Path):
