@@ -1,5 +1,6 @@
 """Closed-loop statistics (Wilson intervals, exact paired tests over seeds) and the run_<task> pipeline end to end."""
 
+import dataclasses
 import json
 
 import imageio.v3 as iio
@@ -178,6 +179,15 @@ def test_run_task_smoke_end_to_end_and_replay(tmp_path, task, monkeypatch):
         assert "know when it will fail" in report
         table = load_script("closed_loop").main(load_script("closed_loop").Args(tasks=("door", "push"), results=str(tmp_path)))
         assert set(table) == {"door"} and (tmp_path / "closed_loop.md").exists() and (tmp_path / "closed_loop.png").exists()
+
+    if trainings > 1:  # another machine (no caches, no policies) resumes from the report folder's records, training nothing
+        monkeypatch.setattr(benchmark, "train_and_evaluate", lambda *a, **k: pytest.fail("trained a recorded training again"))
+        script.main(dataclasses.replace(args, workers=1, cache_dir=str(tmp_path / "empty_cache")))
+        again = json.loads((tmp_path / task / "results.json").read_text())
+        assert again["episodes"] == saved["episodes"] and again["summary"] == saved["summary"]
+        assert [t["run"]["reused"] for t in again["trainings"]] == [True] * trainings
+        assert again["act_latency_ms"] == saved["act_latency_ms"] and again["diagnostics"] == saved["diagnostics"]
+        assert "reused from this folder's `trainings/` records" in (tmp_path / task / "report.md").read_text()
 
     row = next(r for r in saved["episodes"] if r["method"] == "bc" and r["training"] == trainings - 1)
     replay_args = script.BenchmarkArgs(task=task, smoke=True, out=str(tmp_path / task), run_dir=str(tmp_path / "run"),

@@ -195,3 +195,25 @@ def test_time_calls_over_rounds_ignores_a_burst_of_other_work(monkeypatch):
     assert results.time_calls(act, repeats=10, rounds=5)["mean_ms"] == pytest.approx(2.0)
     calls[0] = 0
     assert results.time_calls(act, repeats=50)["mean_ms"] > 90  # one round: the burst is in the number
+
+
+def test_a_finished_training_is_reused_only_by_a_run_with_the_same_fingerprint(tmp_path, capsys):
+    from vinn_policy.harness.benchmark import TrainingRecords
+
+    frames, actions, eps = make_episodes()
+    data = Demos(frames, actions, eps, np.zeros_like(eps), "image", {}, [0, 1, 2, 3])
+    args = BenchmarkArgs(task="door", out=str(tmp_path))
+    saved = TrainingRecords(args, data).save(1, {"k": 3}, [{"method": "vinn", "seed": 7, "training": 1}], {}, 61.0, {"policies": 60.0})
+    assert (tmp_path / "trainings" / "training1.json").exists() and saved["run"]["reused"] is False
+    # where things go, how many trainings and how many workers do not change what one training produced
+    same = BenchmarkArgs(task="door", out=str(tmp_path), workers=1, train_seeds=3, cache_dir=str(tmp_path / "elsewhere"))
+    loaded = TrainingRecords(same, data).load(1)
+    assert loaded["record"] == {"k": 3} and loaded["episodes"] == saved["episodes"] and loaded["run"]["reused"] is True
+    assert TrainingRecords(same, data).load(0) is None  # never recorded
+    assert TrainingRecords(BenchmarkArgs(task="door", out=str(tmp_path), k=5), data).load(1) is None
+    assert "recorded by a run with other arguments" in capsys.readouterr().out
+    other = Demos(frames, actions + 0.01, eps, np.zeros_like(eps), "image", {}, [0, 1, 2, 3])
+    assert TrainingRecords(args, other).load(1) is None  # other demonstrations
+    assert TrainingRecords(BenchmarkArgs(task="door", out=str(tmp_path), retrain=True), data).load(1) is None
+    (tmp_path / "trainings" / "training1.json").write_text("{not json")
+    assert TrainingRecords(args, data).load(1) is None and "unreadable" in capsys.readouterr().out

@@ -8,6 +8,7 @@ directory. All methods are evaluated on the same held-out env seeds (disjoint fr
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import time
 from dataclasses import asdict
@@ -24,8 +25,8 @@ from vinn_policy.diagnostics import diagnose
 from vinn_policy.encoder import Encoder
 from vinn_policy.harness.args import LEARNED, METHODS, OPTIONAL_METHODS, BenchmarkArgs  # noqa: F401  (the scripts' import)
 from vinn_policy.harness.evaluation import evaluate_methods, summarize
-from vinn_policy.harness.pipeline import ensure_demos
-from vinn_policy.harness.results import environment, host_speed, one_torch_thread, time_calls
+from vinn_policy.harness.pipeline import ensure_demos, frames_digest
+from vinn_policy.harness.results import environment, host_speed, one_torch_thread, source_revision, time_calls
 from vinn_policy.harness.rollout import run_episode, run_jobs
 from vinn_policy.harness.training import build_encoder, train_policies
 from vinn_policy.harness.video import NeighbourStrip, write_mp4
@@ -131,7 +132,8 @@ def train_and_evaluate(args: BenchmarkArgs, stages: Stages, data: Demos,
 
 
 def run(args: BenchmarkArgs) -> dict[str, Any]:
-    """The whole benchmark; returns (and writes) the results."""
+    """The whole benchmark; returns (and writes) the results. A training recorded by an earlier run with the same
+    fingerprint (report_dir/trainings/training<i>.json) is reused rather than trained again: see `TrainingRecords`."""
     from vinn_policy.harness.report import write_report
 
     speed = host_speed()  # before the clock starts: the probe is not part of the run's wall time
@@ -141,35 +143,108 @@ def run(args: BenchmarkArgs) -> dict[str, Any]:
     data = stages.run("demonstrations", ensure_demos, args.task, args.demos + args.val_demos, args.data_dir,
                       image_size=args.image_px, camera=args.camera, extra_cameras=args.extra_cameras, obs_keys=args.obs_keys)
     make = env_maker(args, "vinn")  # the sweeps' VINNs read the task camera only
-    trainings, rows = [], []
+    records = TrainingRecords(args, data)
+    trainings, rows, extras, encoder = [], [], {}, None
     for training in range(args.train_seeds):
-        record, found, found_paths, found_encoder = train_and_evaluate(args, stages, data, training)
-        if training == 0:  # sweeps, diagnostics, latency and videos use the first training's policies
-            paths, encoder = found_paths, found_encoder
-        trainings.append(record)
-        rows += found
+        saved = records.load(training)
+        if saved is None:
+            began, before = time.perf_counter(), dict(stages.seconds)
+            record, found, paths, found_encoder = train_and_evaluate(args, stages, data, training)
+            if training == 0:  # diagnostics, latency and videos use the first training's policies
+                encoder = found_encoder
+                extras = first_training_extras(args, stages, data, paths, found)
+            saved = records.save(training, record, found, extras if training == 0 else {}, time.perf_counter() - began,
+                                 {k: v for k, v in stages.seconds.items() if k not in before})
+        elif training == 0:
+            extras = saved["extras"]
+        trainings.append({**saved["record"], "run": saved["run"]})
+        rows += saved["episodes"]
     first = trainings[0]
     summary = summarize(rows, challengers=[m for m in args.methods if m in OPTIONAL_METHODS])
     first_rows = [r for r in rows if r["training"] == 0]
-    diagnostics = stages.run("diagnostics", assumption_diagnostics, paths, first_rows) if "vinn" in paths else None
 
     sweeps: dict[str, Any] = {}
+    if args.k_sweep or args.demo_sweep:
+        encoder = encoder or build_encoder(args, data.frames[data.episode_ids < args.demos], 0)[0]
     if args.k_sweep:
         sweeps["k"] = stages.run("k sweep", _k_sweep, args, data, encoder, run_dir, make)
     if args.demo_sweep:
         sweeps["demos"] = stages.run("demo sweep", _demo_sweep, args, data, encoder, run_dir, make, first, first_rows)
-    latency = stages.run("latency", act_latency, paths, {k: v[0] for k, v in data.observations(slice(0, 1)).items()})
-    by_key = {(r["method"], r["seed"]): r for r in first_rows}
-    videos = stages.run("videos", record_videos, args, paths, data, by_key, run_dir / "videos") if args.videos else []
     results = {
         "args": asdict(args), "block": args.block, "environment": {**environment(), "host_speed": speed},
         "demos": {"train": args.demos, "val": args.val_demos, "frames": int(len(data.frames))},
-        "trainings": trainings, "summary": summary, "diagnostics": diagnostics, "episodes": rows, "sweeps": sweeps,
-        "act_latency_ms": latency, "videos": videos, "stage_seconds": stages.seconds,
-        "wall_seconds": round(time.perf_counter() - start, 1),
+        "fingerprint": records.fingerprint, "trainings": trainings, "summary": summary, **extras, "episodes": rows,
+        "sweeps": sweeps, "stage_seconds": stages.seconds, "wall_seconds": round(time.perf_counter() - start, 1),
     }
     write_report(out, results)
     return results
+
+
+def first_training_extras(args: BenchmarkArgs, stages: Stages, data: Demos, paths: dict[str, str],
+                          rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """What the report shows of the first training only: VINN's assumption diagnostics, act() latency, videos."""
+    diagnostics = stages.run("diagnostics", assumption_diagnostics, paths, rows) if "vinn" in paths else None
+    latency = stages.run("latency", act_latency, paths, {k: v[0] for k, v in data.observations(slice(0, 1)).items()})
+    by_key = {(r["method"], r["seed"]): r for r in rows}
+    videos = stages.run("videos", record_videos, args, paths, data, by_key, args.work_dir / "videos") if args.videos else []
+    return {"diagnostics": diagnostics, "act_latency_ms": latency, "videos": videos}
+
+
+NOT_IN_FINGERPRINT = ("workers", "out", "run_dir", "data_dir", "cache_dir", "train_seeds", "k_sweep", "demo_sweep",
+                      "sweep_shared_encoder", "replay", "method", "training", "retrain")
+"""Arguments that do not change what one training produces (where things go, how many trainings, what follows them)."""
+
+
+class TrainingRecords:
+    """Each finished training's results (its record, episode rows and, for training 0, diagnostics, latency and videos)
+    in report_dir/trainings/training<i>.json, so a long --train-seeds run resumes across machines from its committed
+    report folder as well as from runs/cache. A record is reused only by a run with the same fingerprint: the
+    arguments (less NOT_IN_FINGERPRINT), the demonstrations, and the code versions that key the caches (bump them when
+    a change alters results, as for the caches); --retrain ignores records. Each records the commit that wrote it."""
+
+    def __init__(self, args: BenchmarkArgs, data: Demos) -> None:
+        from vinn_policy.baselines.bc import BC_VERSION
+        from vinn_policy.byol import BYOL_VERSION
+        from vinn_policy.harness.evaluation import EVALUATION_CACHE_VERSION
+
+        self.folder, self.retrain = args.report_dir / "trainings", args.retrain
+        settings = {k: v for k, v in asdict(args).items() if k not in NOT_IN_FINGERPRINT}
+        versions = {"bc": BC_VERSION, "byol": BYOL_VERSION, "evaluation": EVALUATION_CACHE_VERSION}
+        digest = hashlib.sha256(json.dumps([settings, versions], sort_keys=True).encode())
+        digest.update(frames_digest(data.frames).encode())
+        for array in (np.asarray(data.actions, np.float32), np.asarray(data.episode_ids, np.int64)):
+            digest.update(np.ascontiguousarray(array).tobytes())
+        self.fingerprint = digest.hexdigest()[:20]
+
+    def path(self, training: int) -> Path:
+        return self.folder / f"training{training}.json"
+
+    def load(self, training: int) -> dict[str, Any] | None:
+        """The recorded training, or None (no record, another run's, or --retrain)."""
+        path = self.path(training)
+        if self.retrain or not path.exists():
+            return None
+        try:
+            saved = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            print(f"training {training}: {path} is unreadable ({e}); training again and replacing it", flush=True)
+            return None
+        if saved.get("fingerprint") != self.fingerprint:
+            print(f"training {training}: {path} was recorded by a run with other arguments, demonstrations or code versions "
+                  f"(fingerprint {saved.get('fingerprint')}, this run's {self.fingerprint}); training again and replacing it", flush=True)
+            return None
+        print(f"training {training}: reusing {path} (recorded {saved['run']['date']} by commit {saved['run']['commit']}); "
+              "--retrain trains again", flush=True)
+        return {**saved, "run": {**saved["run"], "reused": True}}
+
+    def save(self, training: int, record: dict[str, Any], rows: list[dict[str, Any]], extras: dict[str, Any],
+             seconds: float, stage_seconds: dict[str, float]) -> dict[str, Any]:
+        run = {"commit": source_revision(), "date": time.strftime("%Y-%m-%d %H:%M:%S"), "wall_seconds": round(seconds, 1),
+               "stage_seconds": stage_seconds, "reused": False}
+        saved = {"fingerprint": self.fingerprint, "training": training, "run": run, "record": record, "episodes": rows,
+                 "extras": extras}
+        atomic_write_text(self.path(training), json.dumps(saved))
+        return saved
 
 
 def assumption_diagnostics(paths: dict[str, str], rows: list[dict[str, Any]]) -> dict[str, Any]:

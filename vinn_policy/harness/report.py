@@ -244,7 +244,18 @@ def header_section(results: dict[str, Any]) -> list[str]:
             f"{', '.join(str(t.get('k')) for t in trainings)} ({'fixed' if args['k'] else 'chosen on validation'}) · encoder: {encoder['kind']} "
             f"{encoder['config']['arch']} at {encoder['config']['image_size']} px"
             f"{f' ({cached} of {len(trainings)} cached)' if cached else ''} · camera: {camera_of(results)} · total wall time "
-            f"{results['wall_seconds'] / 60:.1f} min{host_note(results['environment'])}\n"]
+            f"{results['wall_seconds'] / 60:.1f} min{host_note(results['environment'])}\n"] + reused_note(trainings)
+
+
+def reused_note(trainings: list[dict[str, Any]]) -> list[str]:
+    """Which trainings an earlier run recorded (report folder's trainings/), by which commit and in how long."""
+    runs = [t.get("run") or {} for t in trainings]
+    if not any(r.get("reused") for r in runs):
+        return []
+    parts = [f"training {i} recorded {r['date']} by commit {r['commit']} in {r['wall_seconds'] / 60:.0f} min" if r.get("reused")
+             else f"training {i} run now" for i, r in enumerate(runs)]
+    return [f"Trainings reused from this folder's `trainings/` records (same arguments, demonstrations and code versions): "
+            f"{'; '.join(parts)}. The wall time above is this run's.\n"]
 
 
 def success_sections(results: dict[str, Any], summary: dict[str, Any]) -> list[str]:
