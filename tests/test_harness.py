@@ -217,3 +217,11 @@ def test_a_finished_training_is_reused_only_by_a_run_with_the_same_fingerprint(t
     assert TrainingRecords(BenchmarkArgs(task="door", out=str(tmp_path), retrain=True), data).load(1) is None
     (tmp_path / "trainings" / "training1.json").write_text("{not json")
     assert TrainingRecords(args, data).load(1) is None and "unreadable" in capsys.readouterr().out
+
+
+def test_replaying_a_training_whose_policies_are_not_here_says_how_to_get_them(tmp_path):
+    from vinn_policy.harness.benchmark import replay
+
+    args = BenchmarkArgs(task="door", out=str(tmp_path / "report"), run_dir=str(tmp_path / "run"), replay=1_001_000, method="bc", training=2)
+    with pytest.raises(FileNotFoundError, match="training2.json, trains nothing"):
+        replay(args)

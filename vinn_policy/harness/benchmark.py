@@ -297,6 +297,10 @@ def replay(args: BenchmarkArgs) -> dict[str, Any]:
 
     training = args.training if args.method in LEARNED else 0  # the untrained methods were fitted once
     path = policy_dir(args.work_dir, training) / args.method
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist: training {training}'s policies are not on this machine (a run that reuses a "
+                                f"training's record, {args.report_dir / 'trainings'}/training{training}.json, trains nothing). Move that "
+                                "record away and run the benchmark again to train it (its cached stages are reused).")
     policy = load_policy(path)
     env = make_env(args.task, **args.env_kwargs(render=True))
     try:
