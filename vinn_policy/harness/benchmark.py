@@ -215,6 +215,7 @@ class TrainingRecords:
         for array in (np.asarray(data.actions, np.float32), np.asarray(data.episode_ids, np.int64)):
             digest.update(np.ascontiguousarray(array).tobytes())
         self.fingerprint = digest.hexdigest()[:20]
+        self.revision = source_revision()  # at the start: the code this run loaded, not what is checked out when it ends
 
     def path(self, training: int) -> Path:
         return self.folder / f"training{training}.json"
@@ -239,7 +240,7 @@ class TrainingRecords:
 
     def save(self, training: int, record: dict[str, Any], rows: list[dict[str, Any]], extras: dict[str, Any],
              seconds: float, stage_seconds: dict[str, float]) -> dict[str, Any]:
-        run = {"commit": source_revision(), "date": time.strftime("%Y-%m-%d %H:%M:%S"), "wall_seconds": round(seconds, 1),
+        run = {"commit": self.revision, "date": time.strftime("%Y-%m-%d %H:%M:%S"), "wall_seconds": round(seconds, 1),
                "stage_seconds": stage_seconds, "reused": False}
         saved = {"fingerprint": self.fingerprint, "training": training, "run": run, "record": record, "episodes": rows,
                  "extras": extras}
