@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The committed final runs of issues 22 and 23: each v1 task on the test block, every learned method trained 3 times,
 # then the offline BC-rep check and the all-task table. Run it again after an interruption: finished trainings are
-# reused from benchmarks/results/<task>/trainings/ (committed as they finish, so this works on a new machine too) and
-# unfinished ones resume from runs/cache/. A task whose results.json already holds a finished 3-training test-block run
+# reused from benchmarks/results/<task>/trainings/ (commit those records as they appear, and a new machine resumes from
+# them too) and an unfinished one resumes from runs/cache/. A task whose results.json already holds a finished 3-training test-block run
 # is skipped (delete that file to run it again). Progress: runs/finals.progress; logs: runs/finals_<task>.log.
 #     bash scripts/finals.sh              # door push stack
 #     bash scripts/finals.sh stack        # some of them
@@ -20,7 +20,8 @@ import json, sys
 from pathlib import Path
 path = Path(f"benchmarks/results/{sys.argv[1]}/results.json")
 r = json.loads(path.read_text()) if path.exists() else {}
-done = r.get("block") == "test" and len(r.get("trainings", [])) == 3 and set(sys.argv[2:]) <= set(r["args"]["methods"])
+done = (r.get("block") == "test" and len(r.get("trainings", [])) == 3 and not r["args"]["smoke"]
+        and set(sys.argv[2:]) <= set(r["args"]["methods"]))
 sys.exit(0 if done else 1)
 PY
 }
@@ -28,8 +29,10 @@ for task in "${tasks[@]}"; do
   if finished "$task"; then log "$task: already final, skipped"; continue; fi
   log "$task: started"
   .venv/bin/python "benchmarks/run_$task.py" --seed 0 --train-seeds 3 --methods "${methods[@]}" \
-    --out "benchmarks/results/$task" > "runs/finals_$task.log" 2>&1 || { log "$task: FAILED (runs/finals_$task.log)"; exit 1; }
+    --out "benchmarks/results/$task" >> "runs/finals_$task.log" 2>&1 || { log "$task: FAILED (runs/finals_$task.log)"; exit 1; }
   log "$task: done"
 done
-.venv/bin/python benchmarks/bc_rep.py --out benchmarks/results > runs/finals_bc_rep.log 2>&1 && log "bc_rep: done"
-.venv/bin/python benchmarks/closed_loop.py && log "closed_loop: done"
+.venv/bin/python benchmarks/bc_rep.py --out benchmarks/results >> runs/finals_bc_rep.log 2>&1 || { log "bc_rep: FAILED"; exit 1; }
+log "bc_rep: done"
+.venv/bin/python benchmarks/closed_loop.py || { log "closed_loop: FAILED"; exit 1; }
+log "closed_loop: done"

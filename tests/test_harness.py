@@ -225,3 +225,25 @@ def test_replaying_a_training_whose_policies_are_not_here_says_how_to_get_them(t
     args = BenchmarkArgs(task="door", out=str(tmp_path / "report"), run_dir=str(tmp_path / "run"), replay=1_001_000, method="bc", training=2)
     with pytest.raises(FileNotFoundError, match="training2.json, trains nothing"):
         replay(args)
+
+
+def test_a_record_is_not_reused_after_the_packages_code_changes(tmp_path, monkeypatch):
+    from vinn_policy.harness import benchmark
+
+    frames, actions, eps = make_episodes()
+    data = Demos(frames, actions, eps, np.zeros_like(eps), "image", {}, [0, 1, 2, 3])
+    args = BenchmarkArgs(task="door", out=str(tmp_path))
+    benchmark.TrainingRecords(args, data).save(0, {"k": 3}, [], {}, 1.0, {})
+    assert benchmark.TrainingRecords(args, data).load(0) is not None
+    monkeypatch.setattr(benchmark, "source_digest", lambda: "edited")
+    assert benchmark.TrainingRecords(args, data).load(0) is None
+
+
+def test_the_source_digest_reads_the_package_its_envs_and_demos_but_not_the_report_writer(monkeypatch):
+    from vinn_policy.harness.benchmark import source_digest
+
+    read, original = [], Path.read_bytes
+    monkeypatch.setattr(Path, "read_bytes", lambda self: read.append(self.as_posix()) or original(self))
+    assert source_digest() == source_digest()
+    assert any(f.endswith("/lwr.py") for f in read) and any("/envs/" in f for f in read) and any("/demos/" in f for f in read)
+    assert not any(f.endswith("harness/report.py") for f in read)

@@ -143,7 +143,7 @@ def run(args: BenchmarkArgs) -> dict[str, Any]:
     data = stages.run("demonstrations", ensure_demos, args.task, args.demos + args.val_demos, args.data_dir,
                       image_size=args.image_px, camera=args.camera, extra_cameras=args.extra_cameras, obs_keys=args.obs_keys)
     make = env_maker(args, "vinn")  # the sweeps' VINNs read the task camera only
-    records = TrainingRecords(args, data)
+    records = TrainingRecords(args, data, speed)
     trainings, rows, extras, encoder = [], [], {}, None
     for training in range(args.train_seeds):
         saved = records.load(training)
@@ -195,27 +195,47 @@ NOT_IN_FINGERPRINT = ("workers", "out", "run_dir", "data_dir", "cache_dir", "tra
 """Arguments that do not change what one training produces (where things go, how many trainings, what follows them)."""
 
 
+def source_digest() -> str:
+    """sha256 of the code that shapes a training's results: every module of the package (its envs and demos too) but
+    the report writer, so any change to training, fitting, rollouts or the tasks makes earlier records unusable."""
+    import vinn_policy.demos
+    import vinn_policy.envs
+
+    import vinn_policy
+    import vinn_policy.harness.report
+
+    digest = hashlib.sha256()
+    for package in (vinn_policy, vinn_policy.envs, vinn_policy.demos):
+        root = Path(package.__file__).parent
+        for file in sorted(root.rglob("*.py")):
+            if file.resolve() != Path(vinn_policy.harness.report.__file__).resolve():
+                digest.update(f"{package.__name__}/{file.relative_to(root).as_posix()}\n".encode() + file.read_bytes())
+    return digest.hexdigest()
+
+
 class TrainingRecords:
     """Each finished training's results (its record, episode rows and, for training 0, diagnostics, latency and videos)
     in report_dir/trainings/training<i>.json, so a long --train-seeds run resumes across machines from its committed
     report folder as well as from runs/cache. A record is reused only by a run with the same fingerprint: the
-    arguments (less NOT_IN_FINGERPRINT), the demonstrations, and the code versions that key the caches (bump them when
-    a change alters results, as for the caches); --retrain ignores records. Each records the commit that wrote it."""
+    arguments (less NOT_IN_FINGERPRINT), the demonstrations (frames, actions, further observations), the package's
+    code (`source_digest`), torch's version and whether training ran on a GPU; --retrain ignores records. Each
+    records the commit and the machine that made it."""
 
-    def __init__(self, args: BenchmarkArgs, data: Demos) -> None:
-        from vinn_policy.baselines.bc import BC_VERSION
-        from vinn_policy.byol import BYOL_VERSION
-        from vinn_policy.harness.evaluation import EVALUATION_CACHE_VERSION
+    def __init__(self, args: BenchmarkArgs, data: Demos, host_speed: dict[str, float] | None = None) -> None:
+        import torch
 
         self.folder, self.retrain = args.report_dir / "trainings", args.retrain
         settings = {k: v for k, v in asdict(args).items() if k not in NOT_IN_FINGERPRINT}
-        versions = {"bc": BC_VERSION, "byol": BYOL_VERSION, "evaluation": EVALUATION_CACHE_VERSION}
-        digest = hashlib.sha256(json.dumps([settings, versions], sort_keys=True).encode())
+        code = {"source": source_digest(), "torch": torch.__version__, "cuda": torch.cuda.is_available()}
+        digest = hashlib.sha256(json.dumps([settings, code], sort_keys=True).encode())
         digest.update(frames_digest(data.frames).encode())
-        for array in (np.asarray(data.actions, np.float32), np.asarray(data.episode_ids, np.int64)):
+        arrays = [np.asarray(data.actions, np.float32), np.asarray(data.episode_ids, np.int64), *(data.obs[k] for k in sorted(data.obs))]
+        for key, array in zip(["actions", "episode_ids", *sorted(data.obs)], arrays, strict=True):
+            digest.update(key.encode())
             digest.update(np.ascontiguousarray(array).tobytes())
         self.fingerprint = digest.hexdigest()[:20]
-        self.revision = source_revision()  # at the start: the code this run loaded, not what is checked out when it ends
+        self.revision = source_revision() or "unknown"  # at the start: the code this run loaded, not what is checked out at its end
+        self.machine = {**environment(), "host_speed": host_speed}
 
     def path(self, training: int) -> Path:
         return self.folder / f"training{training}.json"
@@ -230,8 +250,8 @@ class TrainingRecords:
         except (OSError, json.JSONDecodeError) as e:
             print(f"training {training}: {path} is unreadable ({e}); training again and replacing it", flush=True)
             return None
-        if saved.get("fingerprint") != self.fingerprint:
-            print(f"training {training}: {path} was recorded by a run with other arguments, demonstrations or code versions "
+        if saved.get("fingerprint") != self.fingerprint or saved.get("training") != training:
+            print(f"training {training}: {path} was recorded by a run with other arguments, demonstrations or code "
                   f"(fingerprint {saved.get('fingerprint')}, this run's {self.fingerprint}); training again and replacing it", flush=True)
             return None
         print(f"training {training}: reusing {path} (recorded {saved['run']['date']} by commit {saved['run']['commit']}); "
@@ -241,7 +261,7 @@ class TrainingRecords:
     def save(self, training: int, record: dict[str, Any], rows: list[dict[str, Any]], extras: dict[str, Any],
              seconds: float, stage_seconds: dict[str, float]) -> dict[str, Any]:
         run = {"commit": self.revision, "date": time.strftime("%Y-%m-%d %H:%M:%S"), "wall_seconds": round(seconds, 1),
-               "stage_seconds": stage_seconds, "reused": False}
+               "stage_seconds": stage_seconds, "environment": self.machine, "reused": False}
         saved = {"fingerprint": self.fingerprint, "training": training, "run": run, "record": record, "episodes": rows,
                  "extras": extras}
         atomic_write_text(self.path(training), json.dumps(saved))
@@ -301,7 +321,8 @@ def replay(args: BenchmarkArgs) -> dict[str, Any]:
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist: training {training}'s policies are not on this machine (a run that reuses a "
                                 f"training's record, {args.report_dir / 'trainings'}/training{training}.json, trains nothing). Move that "
-                                "record away and run the benchmark again to train it (its cached stages are reused).")
+                                "record away and run the benchmark again to train it (its cached stages are reused; on another machine its results "
+                                "may differ from the recorded ones, which that run replaces).")
     policy = load_policy(path)
     env = make_env(args.task, **args.env_kwargs(render=True))
     try:

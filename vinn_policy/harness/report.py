@@ -252,10 +252,11 @@ def reused_note(trainings: list[dict[str, Any]]) -> list[str]:
     runs = [t.get("run") or {} for t in trainings]
     if not any(r.get("reused") for r in runs):
         return []
-    parts = [f"training {i} recorded {r['date']} by commit {r['commit']} in {r['wall_seconds'] / 60:.0f} min" if r.get("reused")
-             else f"training {i} run now" for i, r in enumerate(runs)]
-    return [f"Trainings reused from this folder's `trainings/` records (same arguments, demonstrations and code versions): "
-            f"{'; '.join(parts)}. The wall time above is this run's.\n"]
+    parts = [f"training {i} recorded {r['date']} by commit {r['commit']} in {r['wall_seconds'] / 60:.0f} min"
+             f"{host_note(r.get('environment') or {})}" if r.get("reused") else f"training {i} run now" for i, r in enumerate(runs)]
+    return [f"Trainings reused from this folder's `trainings/` records (same arguments, demonstrations and code): "
+            f"{'; '.join(parts)}. The wall time above is this run's; act() latency, diagnostics and videos are training 0's, "
+            "measured on its host.\n"]
 
 
 def success_sections(results: dict[str, Any], summary: dict[str, Any]) -> list[str]:
