@@ -44,6 +44,12 @@ def task_cell(s: dict) -> str:
     return success_cell(s) if spread == "–" else f"{success_cell(s)}; per training {spread}"
 
 
+def trainings_time(results: dict) -> str:
+    """The trainings' wall time as each was recorded (a run that reuses recorded trainings takes minutes itself)."""
+    seconds = [t.get("run", {}).get("wall_seconds") for t in trainings_of(results)]
+    return "–" if None in seconds else f"{sum(seconds) / 60:.0f}"
+
+
 def main(args: Args) -> dict:
     root = Path(args.results)
     found = {t: with_current_names(json.loads((root / t / "results.json").read_text()))
@@ -54,11 +60,12 @@ def main(args: Args) -> dict:
     table = markdown_table(["method", *found], [[NAMES.get(m, m), *[task_cell(r["summary"]["methods"][m]) if m in r["summary"]["methods"]
                                                                     else "–" for r in found.values()]] for m in methods])
     runs = markdown_table(["task", "episodes / method", "train demos", "trainings", "VINN k", "encoder",
-                           "wall time of the run that wrote it (min; cached stages take ~0)", "of which sweeps (min)"], [
+                           "wall time of the run that wrote it (min; cached stages take ~0)", "of which sweeps (min)",
+                           "trainings' own wall time, summed (min)"], [
         [t, r["args"]["episodes"], r["args"]["demos"], len(trainings_of(r)), ", ".join(str(x.get("k")) for x in trainings_of(r)),
          trainings_of(r)[0]["encoder"]["kind"],
-         f"{r['wall_seconds'] / 60:.1f}", f"{sum(v for k, v in r['stage_seconds'].items() if 'sweep' in k) / 60:.1f}"]
-        for t, r in found.items()])
+         f"{r['wall_seconds'] / 60:.1f}", f"{sum(v for k, v in r['stage_seconds'].items() if 'sweep' in k) / 60:.1f}",
+         trainings_time(r)] for t, r in found.items()])
     md = ["# Closed-loop success, all tasks\n",
           "Success rate [Wilson 95%] of each method on the same held-out seeds per task, pooled over every training's episodes; "
           "where a task ran several trainings, then the mean ± sd of the per-training rates and each rate (dots in the plot). Settings: " +

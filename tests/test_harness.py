@@ -143,6 +143,11 @@ def test_the_all_tasks_table_names_results_from_before_train_seeds_by_todays_met
     (tmp_path / "door" / "results.json").write_text(json.dumps(new))
     script.main(script.Args(tasks=("door",), results=str(tmp_path)))
     assert "| VINN | 50% [10, 90]; per training 50% ± 35 (25%, 75%) |" in (tmp_path / "closed_loop.md").read_text()
+    run = {"reused": True, "wall_seconds": 3600}  # trainings recorded by earlier runs: their own time, not the reusing run's minute
+    new["trainings"] = [{**t, "run": run} for t in new["trainings"]]
+    (tmp_path / "door" / "results.json").write_text(json.dumps(new))
+    script.main(script.Args(tasks=("door",), results=str(tmp_path)))
+    assert "| 1.0 | 0.0 | 120 |" in (tmp_path / "closed_loop.md").read_text()
 
 
 def test_alternating_timing_calls_each_function_once_per_round():
